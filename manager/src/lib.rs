@@ -1,2 +1,21 @@
-//! ctmgr: LXC containers on DRBD-replicated Btrfs stores, run as one safe tool.
+//! ctmgr: LXC containers on DRBD-replicated Btrfs stores, run as one safe
+//! tool. The library owns behaviour; the binary (`main.rs`, `commands/`) only
+//! parses arguments, calls in here and prints.
 #![forbid(unsafe_code)]
+
+pub mod btrfs;
+pub mod config;
+pub mod container;
+pub mod drbd;
+pub mod exit;
+pub mod fsutil;
+pub mod guard;
+pub mod journal;
+pub mod lock;
+pub mod mountinfo;
+pub mod names;
+pub mod retention;
+pub mod runner;
+pub mod snapshot;
+pub mod store;
+pub mod template;

@@ -1,0 +1,156 @@
+//! One file per verb: parse arguments, call the library, print. Shared
+//! plumbing (loading the config, finding this node, printing tables and
+//! JSON) lives here.
+
+pub mod create;
+pub mod lifecycle;
+pub mod list;
+pub mod snapshot;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use ctmgr::config::{Config, Node};
+use ctmgr::exit::ExitStatus;
+use ctmgr::mountinfo::Mount;
+use ctmgr::runner::SystemRunner;
+use ctmgr::store::{self, StoreHere};
+
+use crate::{Cli, Command};
+
+/// Everything a command needs: config, this node, the runner, the mounts.
+pub struct Session {
+    pub config: Config,
+    pub node: String,
+    pub runner: SystemRunner,
+    pub mounts: Vec<Mount>,
+    pub json: bool,
+    pub quiet: bool,
+}
+
+impl Session {
+    pub fn open(cli: &Cli) -> Result<Session> {
+        let path = cli
+            .config
+            .clone()
+            .or_else(|| std::env::var_os("CTMGR_CONFIG").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from(ctmgr::config::DEFAULT_PATH));
+        let config = Config::load(&path)?;
+        let explicit = cli.node.clone().or_else(|| std::env::var("CTMGR_NODE").ok());
+        let hostname = nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let node = config.resolve_node(explicit.as_deref(), &hostname)?.name.clone();
+        let tools = ctmgr::config::Tools::PROGRAMS
+            .iter()
+            .filter_map(|p| config.tools.get(p).map(|path| (p.to_string(), path.to_path_buf())))
+            .collect();
+        let runner = SystemRunner::new(tools);
+        let mounts = ctmgr::container::mounts()?;
+        Ok(Session {
+            config,
+            node,
+            runner,
+            mounts,
+            json: cli.json,
+            quiet: cli.quiet,
+        })
+    }
+
+    pub fn this_node(&self) -> &Node {
+        // resolve_node succeeded in open(), so the node exists.
+        self.config
+            .nodes
+            .iter()
+            .find(|n| n.name == self.node)
+            .unwrap_or(&self.config.nodes[0])
+    }
+
+    pub fn stores(&self) -> Vec<StoreHere<'_>> {
+        store::survey(&self.config, &self.runner, &self.mounts)
+    }
+
+    pub fn lxcpaths(&self) -> Vec<PathBuf> {
+        store::local_lxcpaths(&self.config, &self.mounts)
+    }
+
+    /// Progress for people: on stderr, suppressed by -q.
+    pub fn say(&self, msg: &str) {
+        if !self.quiet {
+            eprintln!("{msg}");
+        }
+    }
+}
+
+/// Runs one parsed command line.
+pub fn run(cli: Cli) -> Result<ExitStatus> {
+    match &cli.command {
+        Command::LxcStart { lxcpath, name, secs } => {
+            ctmgr::container::start_here(lxcpath, name, *secs)?;
+            return Ok(ExitStatus::Done);
+        }
+        Command::LxcStop { lxcpath, name, secs } => {
+            ctmgr::container::stop_here(lxcpath, name, *secs)?;
+            return Ok(ExitStatus::Done);
+        }
+        _ => {}
+    }
+    let session = Session::open(&cli)?;
+    match &cli.command {
+        Command::Create(args) => create::run(&session, args),
+        Command::List(args) => list::list(&session, args),
+        Command::Status => list::status(&session),
+        Command::Start(args) => lifecycle::start(&session, args),
+        Command::Stop(args) => lifecycle::stop(&session, args),
+        Command::Destroy(args) => lifecycle::destroy(&session, args),
+        Command::Snapshot(args) => snapshot::snapshot(&session, args),
+        Command::Snapshots(args) => snapshot::snapshots(&session, args),
+        Command::Prune(args) => snapshot::prune(&session, args),
+        Command::Restore(args) => snapshot::restore(&session, args),
+        Command::LxcStart { .. } | Command::LxcStop { .. } => Ok(ExitStatus::Done),
+    }
+}
+
+/// Prints rows as an aligned table with a header.
+pub fn print_table(header: &[&str], rows: &[Vec<String>]) -> Result<()> {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            if i < widths.len() {
+                widths[i] = widths[i].max(c.chars().count());
+            }
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{:<w$}  ", c, w = widths[i]));
+            }
+        }
+        s.trim_end().to_string()
+    };
+    writeln!(out, "{}", line(header.to_vec()))?;
+    for r in rows {
+        writeln!(out, "{}", line(r.iter().map(String::as_str).collect()))?;
+    }
+    Ok(())
+}
+
+/// Prints a value as pretty JSON on stdout.
+pub fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, value).context("failed to write JSON")?;
+    writeln!(out)?;
+    Ok(())
+}
+
+/// `--timeout S` as a Duration.
+pub fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}

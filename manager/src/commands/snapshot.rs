@@ -1,0 +1,315 @@
+//! `ctmgr snapshot`, `snapshots`, `prune`, `restore`
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use chrono::{Local, Utc};
+use ctmgr::container::{self, Located};
+use ctmgr::exit::{refuse, usage, ExitStatus};
+use ctmgr::lock::{self, Wait};
+use ctmgr::{retention, snapshot};
+use serde::Serialize;
+
+use super::{print_json, print_table, Session};
+
+#[derive(clap::Args, Debug)]
+pub struct SnapshotArgs {
+    /// Containers to snapshot
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub names: Vec<String>,
+    /// Every container of the stores held on this node (safe in the same cron line on both nodes)
+    #[arg(long)]
+    pub all: bool,
+    /// Stored in the snapshot's `comment` file
+    #[arg(long)]
+    pub comment: Option<String>,
+    /// Freeze each running container while its snapshot is taken [default: [snapshots] freeze]
+    #[arg(long)]
+    pub freeze: bool,
+    /// Fail at once if another ctmgr run holds the store's lock
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SnapshotsArgs {
+    /// Only this container [default: all containers of the stores held here]
+    pub name: Option<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PruneArgs {
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub names: Vec<String>,
+    /// Every container of the stores held here
+    #[arg(long)]
+    pub all: bool,
+    /// Print keep/delete with the rule that kept each; delete nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RestoreArgs {
+    pub name: String,
+    pub snapshot: String,
+}
+
+/// The containers named, or all of the held stores.
+fn targets<'s>(s: &'s Session, names: &[String], all: bool) -> Result<Vec<Located<'s>>> {
+    let stores = s.stores();
+    if all {
+        let mut out = Vec::new();
+        for st in stores.iter().filter(|st| st.held()) {
+            let lxcpath = st.store.lxcpath();
+            for name in container::own_names(&lxcpath) {
+                out.push(Located {
+                    name,
+                    store: st.store,
+                    lxcpath: lxcpath.clone(),
+                });
+            }
+        }
+        return Ok(out);
+    }
+    names.iter().map(|n| container::locate(n, &stores)).collect()
+}
+
+fn lock_wait(no_wait: bool) -> Wait {
+    if no_wait {
+        Wait::No
+    } else {
+        Wait::Upto(Duration::from_secs(3600))
+    }
+}
+
+/// Locks every store touched by `targets`, in name order (no deadlock).
+fn lock_stores(s: &Session, targets: &[Located<'_>], no_wait: bool) -> Result<Vec<lock::StoreLock>> {
+    let stores: BTreeSet<&str> = targets.iter().map(|t| t.store.name.as_str()).collect();
+    stores
+        .into_iter()
+        .map(|st| {
+            lock::lock_store(st, lock_wait(no_wait), &|holder| {
+                s.say(&format!("store {st} is locked by {holder}; waiting…"))
+            })
+            .map_err(anyhow::Error::from)
+        })
+        .collect()
+}
+
+pub fn snapshot(s: &Session, args: &SnapshotArgs) -> Result<ExitStatus> {
+    let targets = targets(s, &args.names, args.all)?;
+    let _locks = lock_stores(s, &targets, args.no_wait)?;
+    let freeze_default = s.config.snapshots.freeze;
+    let mut failed = 0;
+    for t in &targets {
+        let freeze = args.freeze || freeze_default;
+        let lxcpath = t.lxcpath.clone();
+        let name = t.name.clone();
+        let do_freeze = || -> Result<()> {
+            let c = lxc_bindings::Container::new(&name, &lxcpath)?;
+            if c.is_running() {
+                c.freeze()?;
+            }
+            Ok(())
+        };
+        let do_thaw = || -> Result<()> {
+            let c = lxc_bindings::Container::new(&name, &lxcpath)?;
+            if c.state().as_str() == "FROZEN" {
+                c.unfreeze()?;
+            }
+            Ok(())
+        };
+        let hooks: Option<(&dyn Fn() -> Result<()>, &dyn Fn() -> Result<()>)> =
+            freeze.then_some((&do_freeze, &do_thaw));
+        match snapshot::take(&t.dir(), args.comment.as_deref(), Utc::now(), hooks) {
+            Ok(info) => s.say(&format!("{}: snapshot {}", t.name, info.name)),
+            Err(e) => {
+                failed += 1;
+                eprintln!("ctmgr: error: failed to snapshot {}: {e:#}", t.name);
+            }
+        }
+    }
+    Ok(if failed == 0 { ExitStatus::Done } else { ExitStatus::Failed })
+}
+
+pub fn snapshots(s: &Session, args: &SnapshotsArgs) -> Result<ExitStatus> {
+    let names: Vec<String> = args.name.iter().cloned().collect();
+    let targets = targets(s, &names, args.name.is_none())?;
+    let all: Vec<snapshot::SnapshotInfo> = targets.iter().flat_map(|t| snapshot::list(&t.dir())).collect();
+    if s.json {
+        print_json(&serde_json::json!({ "snapshots": all }))?;
+        return Ok(ExitStatus::Done);
+    }
+    let rows: Vec<Vec<String>> = all
+        .iter()
+        .map(|i| {
+            vec![
+                i.container.clone(),
+                i.name.clone(),
+                i.time
+                    .map(|t| t.with_timezone(&Local).format("%Y-%m-%d %H:%M:%S %Z").to_string())
+                    .unwrap_or_else(|| "?".into()),
+                match i.read_only {
+                    Some(true) => "ro".into(),
+                    Some(false) => "rw".into(),
+                    None => "-".into(),
+                },
+                i.damaged
+                    .as_ref()
+                    .map(|d| format!("DAMAGED: {d}"))
+                    .unwrap_or_else(|| i.comment.clone()),
+            ]
+        })
+        .collect();
+    print_table(&["CONTAINER", "SNAPSHOT", "TIME", "RO", "COMMENT"], &rows)?;
+    Ok(ExitStatus::Done)
+}
+
+/// The retention policy for one container: cluster defaults, overridden by
+/// its template profile and its own `ctmgr.toml`.
+pub fn policy_for(s: &Session, t: &Located<'_>) -> Result<retention::Policy> {
+    let p = ctmgr::container::effective_policy(&s.config.snapshots, &t.dir())?;
+    let within = p
+        .keep_within
+        .as_deref()
+        .map(retention::parse_within)
+        .transpose()
+        .map_err(|e| usage(format!("keep_within of {}: {e}", t.name)))?;
+    let policy = retention::Policy {
+        keep_last: p.keep_last,
+        keep_hourly: p.keep_hourly,
+        keep_daily: p.keep_daily,
+        keep_weekly: p.keep_weekly,
+        keep_monthly: p.keep_monthly,
+        keep_yearly: p.keep_yearly,
+        keep_within: within,
+    };
+    policy
+        .validate()
+        .map_err(|e| usage(format!("snapshot policy of {}: {e}", t.name)))?;
+    Ok(policy)
+}
+
+#[derive(Serialize)]
+struct PruneJson {
+    container: String,
+    snapshot: String,
+    keep: bool,
+    reasons: Vec<String>,
+}
+
+pub fn prune(s: &Session, args: &PruneArgs) -> Result<ExitStatus> {
+    let targets = targets(s, &args.names, args.all)?;
+    let _locks = if args.dry_run { Vec::new() } else { lock_stores(s, &targets, args.no_wait)? };
+    let mut rows = Vec::new();
+    let mut json = Vec::new();
+    let mut failed = 0;
+    for t in &targets {
+        let policy = policy_for(s, t)?;
+        if !args.dry_run {
+            snapshot::cleanup(&t.dir())?;
+        }
+        let listed = snapshot::list(&t.dir());
+        // Damaged snapshots are reported and never deleted by retention.
+        for d in listed.iter().filter(|i| i.damaged.is_some() || i.time.is_none()) {
+            eprintln!(
+                "ctmgr: warning: {} snapshot {} is damaged ({}); left alone — inspect {}",
+                t.name,
+                d.name,
+                d.damaged.as_deref().unwrap_or("no time"),
+                d.path.display()
+            );
+        }
+        let snaps: Vec<retention::Snap> = listed
+            .iter()
+            .filter(|i| i.damaged.is_none())
+            .filter_map(|i| i.time.map(|time| retention::Snap { name: &i.name, time }))
+            .collect();
+        // Backups are not implemented yet, so no snapshot is a backup parent.
+        let protected = BTreeSet::new();
+        let plan = retention::plan(&snaps, &policy, &protected, &Local)
+            .map_err(|e| usage(format!("snapshot policy of {}: {e}", t.name)))?;
+        for d in &plan {
+            let reasons: Vec<String> = d
+                .reasons
+                .iter()
+                .map(|r| {
+                    if d.oldest.contains(r) {
+                        format!("oldest {r}")
+                    } else {
+                        r.to_string()
+                    }
+                })
+                .collect();
+            let mut verdict = if d.keep { "keep" } else { "delete" }.to_string();
+            if !d.keep && !args.dry_run {
+                match snapshot::delete(&t.dir(), d.name) {
+                    Ok(()) => verdict = "deleted".into(),
+                    Err(e) => {
+                        failed += 1;
+                        verdict = "FAILED".into();
+                        eprintln!("ctmgr: error: failed to delete {} snapshot {}: {e:#}", t.name, d.name);
+                    }
+                }
+            }
+            rows.push(vec![t.name.clone(), d.name.to_string(), verdict, reasons.join(", ")]);
+            json.push(PruneJson {
+                container: t.name.clone(),
+                snapshot: d.name.to_string(),
+                keep: d.keep,
+                reasons,
+            });
+        }
+    }
+    if s.json {
+        print_json(&serde_json::json!({ "dry_run": args.dry_run, "decisions": json }))?;
+    } else if args.dry_run || !s.quiet {
+        print_table(&["CONTAINER", "SNAPSHOT", "ACTION", "KEPT BY"], &rows)?;
+    }
+    Ok(if failed == 0 { ExitStatus::Done } else { ExitStatus::Failed })
+}
+
+pub fn restore(s: &Session, args: &RestoreArgs) -> Result<ExitStatus> {
+    let stores = s.stores();
+    let t = container::locate(&args.name, &stores)?;
+    ctmgr::names::validate("snapshot", &args.snapshot)?;
+    if !t.snaps_dir().join(&args.snapshot).exists() {
+        return Err(usage(format!(
+            "container {} has no snapshot {}; see `ctmgr snapshots {}`",
+            t.name, args.snapshot, t.name
+        )));
+    }
+    let _lock = lock::lock_store(&t.store.name, lock_wait(false), &|h| {
+        s.say(&format!("store {} is locked by {h}; waiting…", t.store.name))
+    })?;
+    let state = container::info(&t.name, t.store, &t.lxcpath).state;
+    if state != "STOPPED" {
+        return Err(refuse(format!(
+            "container {} is {state}; stop it first (`ctmgr stop {}`): restoring under a running container would corrupt it",
+            t.name, t.name
+        )));
+    }
+    let r = snapshot::restore(&t.dir(), &args.snapshot, Utc::now())
+        .with_context(|| format!("failed to restore {} from {}", t.name, args.snapshot))?;
+    if s.json {
+        print_json(&r)?;
+    } else {
+        println!("restored {} from snapshot {}", t.name, args.snapshot);
+        println!("safety snapshot of the previous state: {}", r.safety_snapshot);
+        println!("rootfs: replaced{}", if r.data_restored { "; data subvolume: replaced" } else { "" });
+        if r.config_changes.is_empty() {
+            println!("config: unchanged");
+        } else {
+            println!("config changes:");
+            for c in &r.config_changes {
+                println!("  {c}");
+            }
+        }
+        println!("fstab: {}", if r.fstab_changed { "restored (changed)" } else { "unchanged" });
+    }
+    Ok(ExitStatus::Done)
+}

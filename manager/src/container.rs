@@ -1,0 +1,602 @@
+//! Containers of the stores held here: find, create, list, start, stop,
+//! destroy.
+//!
+//! liblxc forks, and in liblxc 5 the process that calls `start` can be moved
+//! into the container's monitor cgroup; so every start and stop runs in a
+//! short-lived child (`ctmgr __lxc-start` / `__lxc-stop`, see `child_op`),
+//! never in the ctmgr process itself. Reads (state, pid, config) happen in
+//! process through liblxc's command socket.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use lxc_bindings::Container;
+use serde::Serialize;
+
+use crate::config::{Config, Store};
+use crate::exit::{refuse, usage};
+use crate::mountinfo::Mount;
+use crate::runner::{self, Cmd};
+use crate::store::StoreHere;
+use crate::template::Template;
+
+/// The subdirectory of a container that holds LXC-style snapshots.
+pub const SNAPS_DIR: &str = "snaps";
+
+/// A container found on a store held here.
+#[derive(Debug, Clone)]
+pub struct Located<'c> {
+    pub name: String,
+    pub store: &'c Store,
+    pub lxcpath: PathBuf,
+}
+
+impl Located<'_> {
+    pub fn dir(&self) -> PathBuf {
+        self.lxcpath.join(&self.name)
+    }
+    pub fn config_path(&self) -> PathBuf {
+        self.dir().join("config")
+    }
+    pub fn snaps_dir(&self) -> PathBuf {
+        self.dir().join(SNAPS_DIR)
+    }
+}
+
+/// Reads a container config as text; non-UTF-8 bytes are shown replaced, since
+/// LXC itself only needs the keys we look at to be ASCII.
+pub fn read_config_text(path: &Path) -> std::io::Result<String> {
+    fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned())
+}
+
+/// All values of `key` in an LXC config text (`key = value` lines).
+pub fn config_values<'t>(text: &'t str, key: &str) -> Vec<&'t str> {
+    text.lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let (k, v) = l.split_once('=')?;
+            (k.trim() == key).then_some(v.trim())
+        })
+        .collect()
+}
+
+/// The directory an LXC config's rootfs lives in (from `lxc.rootfs.path`,
+/// `btrfs:` or `dir:` prefixes stripped).
+pub fn rootfs_of(config_text: &str) -> Option<PathBuf> {
+    let v = config_values(config_text, "lxc.rootfs.path").pop()?;
+    let path = v.split_once(':').map(|(_, p)| p).unwrap_or(v);
+    Some(PathBuf::from(path))
+}
+
+/// Does the container directory `dir` belong to its store (its rootfs lives
+/// there), rather than being the peer's replica kept in our lxcpath?
+pub fn is_own(dir: &Path) -> bool {
+    match read_config_text(&dir.join("config")) {
+        Ok(text) => rootfs_of(&text).is_some_and(|r| r.starts_with(dir)),
+        Err(_) => false,
+    }
+}
+
+/// Names of the container directories in an lxcpath that belong to its store.
+pub fn own_names(lxcpath: &Path) -> Vec<String> {
+    let mut names: Vec<String> = match fs::read_dir(lxcpath) {
+        Ok(entries) => entries
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| crate::names::validate("container", n).is_ok())
+            .filter(|n| is_own(&lxcpath.join(n)))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    names.sort();
+    names
+}
+
+/// Finds a container on the stores held here. Unknown → exit 2; known only as
+/// a replica or on a store not held here → exit 3.
+pub fn locate<'c>(name: &str, stores: &[StoreHere<'c>]) -> Result<Located<'c>> {
+    crate::names::validate("container", name)?;
+    for s in stores.iter().filter(|s| s.held()) {
+        let lxcpath = s.store.lxcpath();
+        if lxcpath.join(name).join("config").exists() && is_own(&lxcpath.join(name)) {
+            return Ok(Located {
+                name: name.to_string(),
+                store: s.store,
+                lxcpath,
+            });
+        }
+    }
+    for s in stores.iter().filter(|s| !s.held()) {
+        if s.store.lxcpath().join(name).join("config").exists() {
+            return Err(refuse(format!(
+                "container {name} is a replica here: its store {} is not held by this node ({}); run `ctmgr takeover {}` first",
+                s.store.name,
+                s.holding.describe(&s.store.mountpoint),
+                s.store.name
+            )));
+        }
+    }
+    if stores.iter().any(|s| s.held() && s.store.lxcpath().join(name).exists()) {
+        return Err(refuse(format!(
+            "container {name} here is a replica of a container on the peer's store; start it on the node that holds that store"
+        )));
+    }
+    Err(usage(format!(
+        "no container {name} on the stores held here ({}); see `ctmgr list`",
+        held_names(stores)
+    )))
+}
+
+fn held_names(stores: &[StoreHere<'_>]) -> String {
+    let held: Vec<&str> = stores
+        .iter()
+        .filter(|s| s.held())
+        .map(|s| s.store.name.as_str())
+        .collect();
+    if held.is_empty() {
+        "none held".to_string()
+    } else {
+        held.join(", ")
+    }
+}
+
+/// Picks the store for a new container: `--store`, else the only one held here.
+pub fn choose_store<'c>(stores: &[StoreHere<'c>], wanted: Option<&str>) -> Result<&'c Store> {
+    if let Some(name) = wanted {
+        let s = stores
+            .iter()
+            .find(|s| s.store.name == name)
+            .ok_or_else(|| usage(format!("no store {name:?} in cluster.toml")))?;
+        if !s.held() {
+            return Err(refuse(format!(
+                "store {name} is not held by this node: {}",
+                s.holding.describe(&s.store.mountpoint)
+            )));
+        }
+        return Ok(s.store);
+    }
+    let held: Vec<&StoreHere> = stores.iter().filter(|s| s.held()).collect();
+    match held.as_slice() {
+        [one] => Ok(one.store),
+        [] => Err(refuse(
+            "no store is held by this node (mounted at its mountpoint and DRBD Primary); see `ctmgr status`".to_string(),
+        )),
+        _ => Err(usage(format!(
+            "several stores are held here ({}); choose one with --store",
+            held_names(stores)
+        ))),
+    }
+}
+
+/// Everything `create` needs besides the config and stores.
+pub struct CreateRequest<'a> {
+    pub name: &'a str,
+    pub template: &'a Template,
+    pub store: &'a Store,
+    pub bridge: &'a str,
+    /// Absolute path of the guard executable for `lxc.hook.pre-start`.
+    pub guard: &'a Path,
+    /// Every lxcpath visible on this node, for name and MAC uniqueness.
+    pub lxcpaths: &'a [PathBuf],
+}
+
+/// Every hwaddr used in the configs of the given lxcpaths (own containers,
+/// replicas and snapshots).
+pub fn used_hwaddrs(lxcpaths: &[PathBuf]) -> BTreeSet<String> {
+    let mut used = BTreeSet::new();
+    for lp in lxcpaths {
+        for entry in walkdir::WalkDir::new(lp)
+            .max_depth(4)
+            .into_iter()
+            .flatten()
+            .filter(|e| e.file_name() == "config" && e.file_type().is_file())
+        {
+            if let Ok(text) = read_config_text(entry.path()) {
+                for l in text.lines() {
+                    if let Some((k, v)) = l.split_once('=') {
+                        if k.trim().starts_with("lxc.net.") && k.trim().ends_with(".hwaddr") {
+                            used.insert(v.trim().to_ascii_lowercase());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    used
+}
+
+/// A random locally administered MAC in Xen's 00:16:3e range (what LXC's own
+/// `xx:xx:xx` expansion uses), not in `used`.
+pub fn new_hwaddr(used: &BTreeSet<String>) -> Result<String> {
+    let mut bytes = [0u8; 3 * 64];
+    let mut f = fs::File::open("/dev/urandom").context("failed to open /dev/urandom")?;
+    std::io::Read::read_exact(&mut f, &mut bytes).context("failed to read /dev/urandom")?;
+    for c in bytes.chunks(3) {
+        let mac = format!("00:16:3e:{:02x}:{:02x}:{:02x}", c[0] & 0x7f, c[1], c[2]);
+        if !used.contains(&mac) {
+            return Ok(mac);
+        }
+    }
+    bail!("could not find an unused MAC address after 64 tries")
+}
+
+/// The `lxc.hook.pre-start` line for a container of `store`.
+pub fn guard_hook(guard: &Path, store: &Store) -> String {
+    let mut line = format!(
+        "{} --store {} --mountpoint {} --device {}",
+        guard.display(),
+        store.name,
+        store.mountpoint.display(),
+        store.device.display()
+    );
+    if let Some(res) = &store.drbd_resource {
+        line.push_str(&format!(" --drbd-resource {res}"));
+    }
+    line
+}
+
+/// Finds the guard executable: `ctmgr-guard` on PATH, else next to ctmgr.
+pub fn find_guard() -> Result<PathBuf> {
+    if let Some(p) = runner::find_on_path("ctmgr-guard") {
+        return Ok(p);
+    }
+    let exe = std::env::current_exe().context("cannot find the ctmgr executable")?;
+    let beside = exe.with_file_name("ctmgr-guard");
+    if beside.exists() {
+        return Ok(beside);
+    }
+    bail!("the guard hook `ctmgr-guard` is not installed (not on PATH, not next to {}); install it beside ctmgr", exe.display())
+}
+
+/// Creates a container (liblxc, Btrfs backing) and configures network, guard
+/// hook, start order and fstab. On failure nothing is left behind.
+pub fn create(req: &CreateRequest<'_>) -> Result<PathBuf> {
+    crate::names::validate("container", req.name)?;
+    for lp in req.lxcpaths {
+        if lp.join(req.name).exists() {
+            return Err(usage(format!(
+                "a container named {} already exists in {} (names are unique in the cluster)",
+                req.name,
+                lp.display()
+            )));
+        }
+    }
+    let lxcpath = req.store.lxcpath();
+    fs::create_dir_all(&lxcpath)
+        .with_context(|| format!("failed to create {}", lxcpath.display()))?;
+    let hwaddr = new_hwaddr(&used_hwaddrs(req.lxcpaths))?;
+    let dir = lxcpath.join(req.name);
+    let result = create_inner(req, &lxcpath, &hwaddr);
+    if result.is_err() {
+        let _ = destroy_dir(&lxcpath, req.name);
+    }
+    result.map(|()| dir)
+}
+
+fn create_inner(req: &CreateRequest<'_>, lxcpath: &Path, hwaddr: &str) -> Result<()> {
+    let c = Container::new(req.name, lxcpath)?;
+    // The host's /etc/lxc/default.conf may name lxcbr0; ours is the bridge.
+    c.clear_config_item("lxc.net")?;
+    let args: Vec<&str> = req.template.args.iter().map(String::as_str).collect();
+    c.create(&req.template.lxc_template, Some("btrfs"), &args)
+        .with_context(|| {
+            format!(
+                "LXC template {} failed for container {}",
+                req.template.lxc_template, req.name
+            )
+        })?;
+    // Re-open: the template may have rewritten the config.
+    drop(c);
+    let c = Container::new(req.name, lxcpath)?;
+    let dir = lxcpath.join(req.name);
+    let fstab = dir.join("fstab");
+    if !fstab.exists() {
+        crate::fsutil::write_atomic(&fstab, b"", 0o644)?;
+    }
+    c.clear_config_item("lxc.net")?;
+    c.clear_config_item("lxc.hook.pre-start")?;
+    let items: Vec<(String, String)> = vec![
+        ("lxc.net.0.type".into(), "veth".into()),
+        ("lxc.net.0.link".into(), req.bridge.into()),
+        ("lxc.net.0.flags".into(), "up".into()),
+        ("lxc.net.0.hwaddr".into(), hwaddr.into()),
+        ("lxc.mount.fstab".into(), fstab.display().to_string()),
+        ("lxc.start.order".into(), req.template.start_order.to_string()),
+        ("lxc.hook.pre-start".into(), guard_hook(req.guard, req.store)),
+    ];
+    for (k, v) in items.iter().chain(req.template.config.iter()) {
+        c.set_config_item(k, v)
+            .with_context(|| format!("failed to set {k} = {v}"))?;
+    }
+    if let Some(sub) = &req.template.data_subvolume {
+        let data = dir.join("data");
+        crate::btrfs::create_subvolume(&data)?;
+        let mut text = fs::read_to_string(&fstab).unwrap_or_default();
+        text.push_str(&format!("{} {sub} none bind,create=dir 0 0\n", data.display()));
+        crate::fsutil::write_atomic(&fstab, text.as_bytes(), 0o644)?;
+    }
+    c.save_config(None)?;
+    let settings = format!("# ctmgr settings for this container (docs/snapshots.md)\ntemplate = {:?}\n", req.template.name);
+    crate::fsutil::write_atomic(&dir.join(SETTINGS_FILE), settings.as_bytes(), 0o644)?;
+    Ok(())
+}
+
+/// Removes a container directory: snapshots' subvolumes, the rootfs
+/// subvolume, any data subvolume, then the directory.
+pub fn destroy_dir(lxcpath: &Path, name: &str) -> Result<()> {
+    let dir = lxcpath.join(name);
+    if !dir.exists() {
+        return Ok(());
+    }
+    // Deepest first: snaps/*/rootfs, rootfs, data.
+    let mut subvols: Vec<PathBuf> = walkdir::WalkDir::new(&dir)
+        .max_depth(3)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_dir() && crate::btrfs::is_subvolume(e.path()))
+        .map(|e| e.into_path())
+        .collect();
+    subvols.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for sv in subvols {
+        crate::btrfs::delete_subvolume(&sv)?;
+    }
+    fs::remove_dir_all(&dir).with_context(|| format!("failed to remove {}", dir.display()))
+}
+
+/// Facts about one container for `list`/`status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Info {
+    pub name: String,
+    pub store: String,
+    pub state: String,
+    pub pid: Option<i32>,
+    pub ips: Vec<String>,
+    pub start_order: i64,
+    pub template: Option<String>,
+}
+
+/// State, pid and addresses of one container (in process, no fork).
+pub fn info(name: &str, store: &Store, lxcpath: &Path) -> Info {
+    let text = read_config_text(&lxcpath.join(name).join("config")).unwrap_or_default();
+    let start_order = start_order_of(&text);
+    let (state, pid) = match Container::new(name, lxcpath) {
+        Ok(c) => {
+            let state = c.state();
+            let pid = if state.as_str() == "STOPPED" { None } else { c.init_pid() };
+            (state.as_str().to_string(), pid)
+        }
+        Err(e) => (format!("ERROR: {e}"), None),
+    };
+    Info {
+        name: name.to_string(),
+        store: store.name.clone(),
+        state,
+        pid,
+        ips: pid.map(ips_of_pid).unwrap_or_default(),
+        start_order,
+        template: None,
+    }
+}
+
+/// `lxc.start.order` of a config text.
+pub fn start_order_of(config_text: &str) -> i64 {
+    config_values(config_text, "lxc.start.order")
+        .pop()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(crate::template::DEFAULT_START_ORDER)
+}
+
+/// IPv4 and IPv6 addresses in the network namespace of `pid`, read from
+/// /proc without entering the namespace (no fork, unlike liblxc's get_ips).
+pub fn ips_of_pid(pid: i32) -> Vec<String> {
+    let mut ips = Vec::new();
+    if let Ok(trie) = fs::read_to_string(format!("/proc/{pid}/net/fib_trie")) {
+        ips.extend(parse_fib_trie_locals(&trie));
+    }
+    if let Ok(v6) = fs::read_to_string(format!("/proc/{pid}/net/if_inet6")) {
+        ips.extend(parse_if_inet6(&v6));
+    }
+    ips
+}
+
+/// Local (host) IPv4 addresses from /proc/net/fib_trie, loopback excluded.
+pub fn parse_fib_trie_locals(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut last_leaf: Option<&str> = None;
+    for line in text.lines() {
+        let t = line.trim_start();
+        if let Some(rest) = t.strip_prefix("|-- ") {
+            last_leaf = Some(rest.trim());
+        } else if t.starts_with("/32 host LOCAL") {
+            if let Some(ip) = last_leaf {
+                if !ip.starts_with("127.") && !out.iter().any(|o| o == ip) {
+                    out.push(ip.to_string());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Global IPv6 addresses from /proc/net/if_inet6 (scope 00), loopback excluded.
+pub fn parse_if_inet6(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            if f.len() < 6 || f[3] != "00" || f[5] == "lo" || f[0].len() != 32 {
+                return None;
+            }
+            let groups: Vec<String> = (0..8).map(|i| f[0][i * 4..i * 4 + 4].to_string()).collect();
+            let addr: std::net::Ipv6Addr = groups.join(":").parse().ok()?;
+            Some(addr.to_string())
+        })
+        .collect()
+}
+
+/// A lifecycle operation run in a child process (see the module docs).
+pub fn child_op(op: &str, lxcpath: &Path, name: &str, timeout: Duration) -> Result<()> {
+    let exe = std::env::current_exe().context("cannot find the ctmgr executable")?;
+    let secs = timeout.as_secs().max(1).to_string();
+    let cmd = Cmd::new(&exe.display().to_string())
+        .args([op, &lxcpath.display().to_string(), name, &secs])
+        .timeout(timeout + Duration::from_secs(30));
+    let mut child = Command::new(&exe)
+        .args(&cmd.args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("failed to run {}", cmd.display()))?;
+    let out = runner::wait_with_deadline(&mut child, &cmd)?;
+    if out.success() {
+        Ok(())
+    } else {
+        let msg = out.stderr.trim();
+        bail!("{}", if msg.is_empty() { "failed without a message" } else { msg })
+    }
+}
+
+/// Starts a container (in a child) and waits until it is RUNNING.
+pub fn start(lxcpath: &Path, name: &str, timeout: Duration) -> Result<()> {
+    child_op("__lxc-start", lxcpath, name, timeout)
+}
+
+/// Stops a container: clean shutdown within `timeout`, then kill.
+pub fn stop(lxcpath: &Path, name: &str, timeout: Duration) -> Result<()> {
+    child_op("__lxc-stop", lxcpath, name, timeout)
+}
+
+/// Body of `ctmgr __lxc-start LXCPATH NAME SECS` (runs in the child).
+pub fn start_here(lxcpath: &Path, name: &str, secs: i32) -> Result<()> {
+    let c = Container::new(name, lxcpath)?;
+    if !c.is_defined() {
+        bail!("container {name} is not defined in {}", lxcpath.display());
+    }
+    if c.is_running() {
+        return Ok(());
+    }
+    c.start()?;
+    if !c.wait("RUNNING", secs) {
+        bail!(
+            "container {name} did not reach RUNNING within {secs} s (state {}); see `lxc-start -n {name} -P {} -F -l DEBUG`",
+            c.state(),
+            lxcpath.display()
+        );
+    }
+    Ok(())
+}
+
+/// Body of `ctmgr __lxc-stop LXCPATH NAME SECS` (runs in the child).
+pub fn stop_here(lxcpath: &Path, name: &str, secs: i32) -> Result<()> {
+    let c = Container::new(name, lxcpath)?;
+    if !c.is_running() {
+        return Ok(());
+    }
+    let clean = c.shutdown(secs).unwrap_or(false);
+    if !clean && c.is_running() {
+        tracing::warn!(container = name, "did not shut down within {secs} s; killing it");
+        c.stop()?;
+    }
+    if !c.wait("STOPPED", 10) {
+        bail!("container {name} is still {} after stop", c.state());
+    }
+    Ok(())
+}
+
+/// Mounts seen in this namespace are needed by callers that list stores.
+pub fn mounts() -> Result<Vec<Mount>> {
+    crate::mountinfo::read().context("failed to read /proc/self/mountinfo")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_parsing_helpers() {
+        let text = "lxc.rootfs.path = btrfs:/srv/store1/containers/web/rootfs\nlxc.start.order = 10\nlxc.net.0.hwaddr = 00:16:3E:aa:bb:cc\n";
+        assert_eq!(rootfs_of(text).unwrap(), PathBuf::from("/srv/store1/containers/web/rootfs"));
+        assert_eq!(start_order_of(text), 10);
+        assert_eq!(start_order_of(""), 50);
+    }
+
+    #[test]
+    fn hwaddrs_are_unique_and_in_the_lxc_range() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("a")).unwrap();
+        fs::write(dir.path().join("a/config"), "lxc.net.0.hwaddr = 00:16:3E:AA:BB:CC\n").unwrap();
+        let used = used_hwaddrs(&[dir.path().to_path_buf()]);
+        assert!(used.contains("00:16:3e:aa:bb:cc"));
+        let mac = new_hwaddr(&used).unwrap();
+        assert!(mac.starts_with("00:16:3e:") && mac.len() == 17 && !used.contains(&mac));
+    }
+
+    #[test]
+    fn fib_trie_and_if_inet6() {
+        // From /proc/net/fib_trie of a busybox container with 10.1.0.50/24.
+        let trie = "Main:\n  +-- 0.0.0.0/0 3 0 5\n     +-- 10.1.0.0/24 2 0 2\n        |-- 10.1.0.0\n           /24 link UNICAST\n        |-- 10.1.0.50\n           /32 host LOCAL\n     |-- 127.0.0.1\n        /32 host LOCAL\nLocal:\n  +-- 0.0.0.0/0 3 0 5\n        |-- 10.1.0.50\n           /32 host LOCAL\n";
+        assert_eq!(parse_fib_trie_locals(trie), vec!["10.1.0.50"]);
+        let v6 = "fe8000000000000002163efffe000001 02 40 20 80 eth0\n20010db8000000000000000000000005 02 40 00 80 eth0\n00000000000000000000000000000001 01 80 10 80 lo\n";
+        assert_eq!(parse_if_inet6(v6), vec!["2001:db8::5"]);
+    }
+
+    #[test]
+    fn guard_hook_names_the_store() {
+        let config = Config::parse(
+            "[cluster]\nname = \"t\"\n[[node]]\nname = \"n1\"\naddress = \"10.0.254.1\"\n[[store]]\nname = \"store1\"\nhome = \"n1\"\nmountpoint = \"/srv/store1\"\ndevice = \"/dev/drbd0\"\ndrbd_resource = \"r0\"\ndrbd_port = 7788\n",
+            Path::new("test.toml"),
+        )
+        .unwrap();
+        let line = guard_hook(Path::new("/usr/local/sbin/ctmgr-guard"), &config.stores[0]);
+        assert_eq!(line, "/usr/local/sbin/ctmgr-guard --store store1 --mountpoint /srv/store1 --device /dev/drbd0 --drbd-resource r0");
+    }
+}
+
+/// Per-container settings kept in `<lxcpath>/<name>/ctmgr.toml`: which
+/// profile made it, and its own snapshot-policy overrides.
+#[derive(Debug, Clone, Default, serde::Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub template: Option<String>,
+    pub snapshots: Option<crate::config::PolicyOverride>,
+}
+
+/// Name of the per-container settings file.
+pub const SETTINGS_FILE: &str = "ctmgr.toml";
+
+/// Reads a container's settings (absent file: defaults).
+pub fn settings(dir: &Path) -> Result<Settings> {
+    let path = dir.join(SETTINGS_FILE);
+    match fs::read_to_string(&path) {
+        Ok(text) => toml::from_str(&text)
+            .map_err(|e| usage(format!("{}: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Settings::default()),
+        Err(e) => Err(e).with_context(|| format!("failed to read {}", path.display())),
+    }
+}
+
+/// The snapshot policy of a container: cluster defaults, then its template's
+/// overrides, then its own.
+pub fn effective_policy(
+    defaults: &crate::config::SnapshotPolicy,
+    dir: &Path,
+) -> Result<crate::config::SnapshotPolicy> {
+    let s = settings(dir)?;
+    let mut p = defaults.clone();
+    if let Some(t) = &s.template {
+        if let Ok(t) = crate::template::load(t, &crate::template::override_dir()) {
+            if let Some(ov) = &t.snapshots {
+                p = p.overlay(ov);
+            }
+        }
+    }
+    if let Some(ov) = &s.snapshots {
+        p = p.overlay(ov);
+    }
+    Ok(p)
+}

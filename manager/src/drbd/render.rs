@@ -1,0 +1,388 @@
+//! Renders a DRBD resource file (`/etc/drbd.d/<res>.res`) from plain input,
+//! and checks a rendered file with drbdadm's real parser.
+//!
+//! The rendered text contains the resource's shared secret when one is
+//! given: callers must write it with mode 0600 and must never log or print
+//! it (DESIGN.md safety rule 8). Nothing in this module logs.
+
+use std::fmt::Write as _;
+use std::io::Read;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long drbdadm may take to parse one file before it is killed.
+pub const DRBDADM_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Which drbd.conf dialect to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// DRBD 9: every `on` section carries a `node-id`.
+    V9,
+    /// DRBD 8.4: no node ids.
+    V84,
+}
+
+/// One host of a two-node resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResHost {
+    /// The host's name as `uname -n` prints it (DRBD matches `on` by it).
+    pub name: String,
+    /// Peer-link address DRBD listens on.
+    pub address: Ipv4Addr,
+    pub device: PathBuf,
+    pub minor: u32,
+    /// Backing block device.
+    pub disk: PathBuf,
+}
+
+/// Everything a `.res` file needs. `secret` is sensitive: see module docs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ResInput {
+    pub resource: String,
+    pub port: u16,
+    /// Replication protocol, `'C'` for ctmgr's synchronous stores.
+    pub protocol: char,
+    pub secret: Option<String>,
+    pub hosts: Vec<ResHost>,
+}
+
+// Hand-written so that `{:?}` can never leak the secret into a log line.
+impl std::fmt::Debug for ResInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResInput")
+            .field("resource", &self.resource)
+            .field("port", &self.port)
+            .field("protocol", &self.protocol)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("hosts", &self.hosts)
+            .finish()
+    }
+}
+
+/// Why drbdadm did not accept a file.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("could not run `{argv}`")]
+    Spawn {
+        argv: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{argv}` did not finish within {} s and was killed", timeout.as_secs())]
+    Timeout { argv: String, timeout: Duration },
+    #[error("`{argv}` rejected the file ({status}): {stderr}")]
+    Rejected {
+        argv: String,
+        status: String,
+        stderr: String,
+    },
+    #[error("`{argv}` accepted the file but it does not define resource {resource}")]
+    Missing { argv: String, resource: String },
+}
+
+/// Quotes a drbd.conf string; drbdadm's scanner takes backslash escapes.
+fn quote(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('"');
+    for c in value.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
+
+/// Renders the resource file. Host order gives the DRBD 9 node ids (0, 1, …).
+pub fn render(input: &ResInput, format: Format) -> String {
+    let mut s = String::new();
+    // writeln! into a String cannot fail; the results are ignored on purpose.
+    let _ = writeln!(
+        s,
+        "# Written by `ctmgr drbd render` from /etc/ctmgr/cluster.toml; edit that file instead."
+    );
+    let _ = writeln!(s, "resource {} {{", input.resource);
+    let _ = writeln!(s, "  net {{");
+    let _ = writeln!(s, "    protocol {};", input.protocol);
+    if let Some(secret) = &input.secret {
+        let _ = writeln!(s, "    cram-hmac-alg sha1;");
+        let _ = writeln!(s, "    shared-secret {};", quote(secret));
+    }
+    let _ = writeln!(s, "  }}");
+    for (id, host) in input.hosts.iter().enumerate() {
+        let _ = writeln!(s, "  on {} {{", host.name);
+        if format == Format::V9 {
+            let _ = writeln!(s, "    node-id {id};");
+        }
+        let _ = writeln!(
+            s,
+            "    device {} minor {};",
+            host.device.display(),
+            host.minor
+        );
+        let _ = writeln!(s, "    disk {};", host.disk.display());
+        let _ = writeln!(s, "    address ipv4 {}:{};", host.address, input.port);
+        let _ = writeln!(s, "    meta-disk internal;");
+        let _ = writeln!(s, "  }}");
+    }
+    let _ = writeln!(s, "}}");
+    s
+}
+
+/// Runs `drbdadm -c PATH dump all` (drbdadm's real parser) and checks that
+/// it accepts the file and that the file defines `resource`. `dump all` is
+/// used rather than `dump RES` because the latter also demands that this
+/// machine's hostname has an `on` section, which a file rendered for the
+/// pair need not have on the machine that checks it.
+///
+/// The child is killed after [`DRBDADM_TIMEOUT`]. drbdadm's stdout (which
+/// echoes the shared secret) is read and dropped, never put in an error;
+/// stderr is kept, and a parse error at the `shared-secret` line can quote
+/// the offending token, so callers print this error only to the operator.
+pub fn validate_with_drbdadm(
+    path: &Path,
+    resource: &str,
+    drbdadm: &Path,
+) -> Result<(), RenderError> {
+    validate_with_timeout(path, resource, drbdadm, DRBDADM_TIMEOUT)
+}
+
+fn validate_with_timeout(
+    path: &Path,
+    resource: &str,
+    drbdadm: &Path,
+    timeout: Duration,
+) -> Result<(), RenderError> {
+    let args = [
+        "-c".to_string(),
+        path.display().to_string(),
+        "dump".to_string(),
+        "all".to_string(),
+    ];
+    let argv = std::iter::once(drbdadm.display().to_string())
+        .chain(args.iter().cloned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut child = Command::new(drbdadm)
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| RenderError::Spawn {
+            argv: argv.clone(),
+            source,
+        })?;
+    // Drain both pipes on threads so a chatty child cannot block on a full
+    // pipe while we wait for it.
+    let stdout = child.stdout.take().map(drain);
+    let stderr = child.stderr.take().map(drain);
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(RenderError::Timeout { argv, timeout });
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(source) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(RenderError::Spawn { argv, source });
+            }
+        }
+    };
+    let stdout = stdout.map(join).unwrap_or_default();
+    let stderr = stderr.map(join).unwrap_or_default();
+    if !status.success() {
+        return Err(RenderError::Rejected {
+            argv,
+            status: status.to_string(),
+            stderr: relevant_stderr(&stderr),
+        });
+    }
+    let wanted = format!("resource {resource} {{");
+    let defined = stdout.lines().any(|l| l.trim() == wanted);
+    if !defined {
+        return Err(RenderError::Missing {
+            argv,
+            resource: resource.to_string(),
+        });
+    }
+    Ok(())
+}
+
+fn drain<R: Read + Send + 'static>(mut reader: R) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = reader.read_to_end(&mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    })
+}
+
+fn join(handle: std::thread::JoinHandle<String>) -> String {
+    handle.join().unwrap_or_default()
+}
+
+/// drbd-utils probe the kernel module with `modinfo`; on hosts without it
+/// that noise ("modinfo: not found") hides the parser's message.
+fn relevant_stderr(stderr: &str) -> String {
+    stderr
+        .lines()
+        .filter(|l| !l.contains("modinfo"))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .trim()
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DRBDADM: &str = "/usr/sbin/drbdadm";
+    const DRBDADM_84: &str = "/usr/lib/drbd/drbdadm-84";
+
+    fn input(secret: Option<&str>) -> ResInput {
+        ResInput {
+            resource: "r0".into(),
+            port: 7788,
+            protocol: 'C',
+            secret: secret.map(str::to_string),
+            hosts: vec![
+                ResHost {
+                    name: "node1".into(),
+                    address: Ipv4Addr::new(10, 0, 254, 1),
+                    device: "/dev/drbd0".into(),
+                    minor: 0,
+                    disk: "/dev/sdb1".into(),
+                },
+                ResHost {
+                    name: "node2".into(),
+                    address: Ipv4Addr::new(10, 0, 254, 2),
+                    device: "/dev/drbd0".into(),
+                    minor: 0,
+                    disk: "/dev/sdb1".into(),
+                },
+            ],
+        }
+    }
+
+    fn write_temp(text: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::Builder::new()
+            .suffix(".res")
+            .tempfile()
+            .expect("temp file");
+        std::io::Write::write_all(&mut f, text.as_bytes()).expect("write");
+        f
+    }
+
+    #[test]
+    fn v9_has_node_ids_and_secret_v84_has_no_node_ids() {
+        let v9 = render(&input(Some("s3cret")), Format::V9);
+        assert!(v9.contains("    node-id 0;\n"));
+        assert!(v9.contains("    node-id 1;\n"));
+        assert!(v9.contains("    cram-hmac-alg sha1;\n    shared-secret \"s3cret\";\n"));
+        assert!(v9.contains("    protocol C;\n"));
+        assert!(v9.contains("    device /dev/drbd0 minor 0;\n"));
+        assert!(v9.contains("    address ipv4 10.0.254.2:7788;\n"));
+        assert_eq!(v9.matches("meta-disk internal;").count(), 2);
+        let v84 = render(&input(None), Format::V84);
+        assert!(!v84.contains("node-id"));
+        assert!(!v84.contains("shared-secret"));
+        assert!(!v84.contains("cram-hmac-alg"));
+    }
+
+    #[test]
+    fn debug_never_shows_the_secret() {
+        let shown = format!("{:?}", input(Some("do-not-log-me")));
+        assert!(!shown.contains("do-not-log-me"), "{shown}");
+        assert!(shown.contains("<redacted>"));
+    }
+
+    #[test]
+    fn real_drbdadm_accepts_v9_render() {
+        let f = write_temp(&render(&input(Some("s3cret")), Format::V9));
+        validate_with_drbdadm(f.path(), "r0", Path::new(DRBDADM)).expect("drbdadm accepts v9");
+    }
+
+    #[test]
+    fn real_drbdadm_accepts_v84_render() {
+        let f = write_temp(&render(&input(Some("s3cret")), Format::V84));
+        validate_with_drbdadm(f.path(), "r0", Path::new(DRBDADM)).expect("drbdadm 9 accepts 8.4");
+        // drbd-utils also ship the 8.4 front end that an 8.4 kernel uses.
+        if Path::new(DRBDADM_84).exists() {
+            validate_with_drbdadm(f.path(), "r0", Path::new(DRBDADM_84))
+                .expect("drbdadm-84 accepts 8.4");
+        }
+    }
+
+    #[test]
+    fn secret_with_quote_and_backslash_round_trips_through_drbdadm() {
+        let f = write_temp(&render(&input(Some(r#"a"b\c d"#)), Format::V9));
+        validate_with_drbdadm(f.path(), "r0", Path::new(DRBDADM)).expect("escaped secret");
+    }
+
+    #[test]
+    fn real_drbdadm_rejection_carries_argv_and_stderr() {
+        let broken = render(&input(None), Format::V9).replace("meta-disk internal;", "meta-disk");
+        let f = write_temp(&broken);
+        match validate_with_drbdadm(f.path(), "r0", Path::new(DRBDADM)) {
+            Err(RenderError::Rejected { argv, stderr, .. }) => {
+                assert!(argv.contains(&f.path().display().to_string()), "{argv}");
+                assert!(argv.ends_with("dump all"), "{argv}");
+                assert!(
+                    stderr.contains("arse error") || stderr.contains("expected"),
+                    "{stderr}"
+                );
+            }
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn missing_resource_is_reported() {
+        let f = write_temp(&render(&input(None), Format::V9));
+        let err = validate_with_drbdadm(f.path(), "r7", Path::new(DRBDADM)).unwrap_err();
+        assert!(matches!(err, RenderError::Missing { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn hung_tool_is_killed_at_the_deadline() {
+        let dir = tempfile::tempdir().expect("dir");
+        let fake = dir.path().join("drbdadm");
+        std::fs::write(&fake, "#!/bin/sh\nexec sleep 30\n").expect("write fake");
+        let mut perms = std::fs::metadata(&fake).expect("meta").permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+        std::fs::set_permissions(&fake, perms).expect("chmod");
+        let started = Instant::now();
+        let err = validate_with_timeout(
+            Path::new("/dev/null"),
+            "r0",
+            &fake,
+            Duration::from_millis(300),
+        )
+        .unwrap_err();
+        assert!(matches!(err, RenderError::Timeout { .. }), "{err:?}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn missing_tool_is_a_spawn_error() {
+        let err = validate_with_drbdadm(
+            Path::new("/dev/null"),
+            "r0",
+            Path::new("/nonexistent/drbdadm"),
+        )
+        .unwrap_err();
+        assert!(matches!(err, RenderError::Spawn { .. }), "{err:?}");
+        assert!(err
+            .to_string()
+            .starts_with("could not run `/nonexistent/drbdadm -c"));
+    }
+}

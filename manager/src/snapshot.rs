@@ -1,0 +1,412 @@
+//! Snapshots of running or stopped containers, in LXC's own layout so that
+//! `lxc-snapshot -L` lists them and `lxc-snapshot -r` restores them:
+//!
+//! ```text
+//! <lxcpath>/<name>/snaps/<snap>/config   the container's config, rootfs path rewritten
+//! <lxcpath>/<name>/snaps/<snap>/fstab
+//! <lxcpath>/<name>/snaps/<snap>/rootfs/  read-only Btrfs snapshot (usable by `btrfs send`)
+//! <lxcpath>/<name>/snaps/<snap>/data/    read-only snapshot of a data subvolume, if any
+//! <lxcpath>/<name>/snaps/<snap>/ts       "YYYY:MM:DD HH:MM:SS", as lxc-snapshot writes it
+//! <lxcpath>/<name>/snaps/<snap>/comment  optional
+//! ```
+//!
+//! The rootfs snapshot itself is read-only, rather than a writable snapshot
+//! with a read-only twin: `btrfs send` needs read-only, LXC's restore clones
+//! it into a new writable subvolume anyway, and one subvolume per snapshot
+//! halves the metadata work. Snapshot names are the UTC time,
+//! `20261124T235555Z`: sortable, unique per second, and the same on both nodes.
+//!
+//! Crash safety: a snapshot is assembled in `<name>/.ctmgr-partial-<snap>`
+//! and renamed into `snaps/` only when complete; a deletion first renames the
+//! snapshot out to `<name>/.ctmgr-deleting-<snap>`. Listings never see either,
+//! and `cleanup` (run by every snapshot and prune) finishes or removes them.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use chrono::{DateTime, Local, NaiveDateTime, TimeZone, Utc};
+use serde::Serialize;
+
+use crate::btrfs;
+use crate::container::{config_values, read_config_text, SNAPS_DIR};
+use crate::fsutil::write_atomic;
+
+const PARTIAL: &str = ".ctmgr-partial-";
+const DELETING: &str = ".ctmgr-deleting-";
+const NAME_FORMAT: &str = "%Y%m%dT%H%M%SZ";
+const TS_FORMAT: &str = "%Y:%m:%d %H:%M:%S";
+
+/// One snapshot as listed.
+#[derive(Debug, Clone, Serialize)]
+pub struct SnapshotInfo {
+    pub container: String,
+    pub name: String,
+    /// RFC 3339 UTC; absent when neither the name nor `ts` gives a time.
+    pub time: Option<DateTime<Utc>>,
+    pub comment: String,
+    pub read_only: Option<bool>,
+    /// Btrfs UUID of the snapshot's rootfs and of the subvolume it was taken from.
+    pub uuid: Option<String>,
+    pub parent_uuid: Option<String>,
+    /// Why this snapshot directory is damaged, if it is (never deleted silently).
+    pub damaged: Option<String>,
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+/// The name a snapshot taken at `now` gets (with a suffix if taken twice in a second).
+pub fn name_for(now: DateTime<Utc>, snaps_dir: &Path) -> String {
+    let base = now.format(NAME_FORMAT).to_string();
+    if !snaps_dir.join(&base).exists() {
+        return base;
+    }
+    (1..)
+        .map(|i| format!("{base}-{i}"))
+        .find(|n| !snaps_dir.join(n).exists())
+        .unwrap_or(base)
+}
+
+/// Parses a ctmgr snapshot name back into its time.
+pub fn time_from_name(name: &str) -> Option<DateTime<Utc>> {
+    let stem = name.get(..16)?;
+    NaiveDateTime::parse_from_str(stem, NAME_FORMAT)
+        .ok()
+        .map(|n| Utc.from_utc_datetime(&n))
+}
+
+/// Rewrites `lxc.rootfs.path` (and `lxc.mount.fstab`, a data subvolume's
+/// fstab source) from one container directory to another.
+pub fn rewrite_paths(config: &str, from_dir: &Path, to_dir: &Path) -> String {
+    let from = from_dir.display().to_string();
+    let to = to_dir.display().to_string();
+    let mut out = String::with_capacity(config.len());
+    for line in config.lines() {
+        let key = line.split_once('=').map(|(k, _)| k.trim());
+        let rewritten = match key {
+            Some("lxc.rootfs.path") | Some("lxc.mount.fstab") => {
+                line.replacen(&format!("{from}/"), &format!("{to}/"), 1)
+            }
+            _ => line.to_string(),
+        };
+        out.push_str(&rewritten);
+        out.push('\n');
+    }
+    out
+}
+
+fn rewrite_fstab(fstab: &str, from_dir: &Path, to_dir: &Path) -> String {
+    let from = format!("{}/", from_dir.display());
+    let to = format!("{}/", to_dir.display());
+    fstab
+        .lines()
+        .map(|l| {
+            if l.starts_with(&from) {
+                l.replacen(&from, &to, 1)
+            } else {
+                l.to_string()
+            }
+        })
+        .map(|l| l + "\n")
+        .collect()
+}
+
+/// Removes what a crash left behind: half-built and half-deleted snapshots.
+pub fn cleanup(container_dir: &Path) -> Result<usize> {
+    let mut cleaned = 0;
+    let Ok(entries) = fs::read_dir(container_dir) else {
+        return Ok(0);
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with(PARTIAL) || name.starts_with(DELETING) {
+            remove_snapshot_dir(&e.path())?;
+            cleaned += 1;
+        }
+    }
+    Ok(cleaned)
+}
+
+/// Deletes a snapshot directory's subvolumes and then the directory.
+fn remove_snapshot_dir(dir: &Path) -> Result<()> {
+    for sub in ["rootfs", "data"] {
+        let p = dir.join(sub);
+        if btrfs::is_subvolume(&p) {
+            btrfs::delete_subvolume(&p)?;
+        }
+    }
+    if dir.exists() {
+        fs::remove_dir_all(dir).with_context(|| format!("failed to remove {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Takes one snapshot of the container in `container_dir`. When `freeze` is
+/// given, it is called before and `thaw` after the Btrfs snapshots (thaw runs
+/// even when the snapshot failed).
+pub fn take(
+    container_dir: &Path,
+    comment: Option<&str>,
+    now: DateTime<Utc>,
+    freeze: Option<(&dyn Fn() -> Result<()>, &dyn Fn() -> Result<()>)>,
+) -> Result<SnapshotInfo> {
+    let container = container_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    cleanup(container_dir)?;
+    let snaps = container_dir.join(SNAPS_DIR);
+    fs::create_dir_all(&snaps).with_context(|| format!("failed to create {}", snaps.display()))?;
+    let name = name_for(now, &snaps);
+    let partial = container_dir.join(format!("{PARTIAL}{name}"));
+    let final_dir = snaps.join(&name);
+    fs::create_dir(&partial).with_context(|| format!("failed to create {}", partial.display()))?;
+    let result = (|| -> Result<()> {
+        let has_data = btrfs::is_subvolume(&container_dir.join("data"));
+        if let Some((f, _)) = &freeze {
+            f().context("failed to freeze the container")?;
+        }
+        let snap_result = (|| -> Result<()> {
+            btrfs::snapshot(&container_dir.join("rootfs"), &partial.join("rootfs"), true)?;
+            if has_data {
+                btrfs::snapshot(&container_dir.join("data"), &partial.join("data"), true)?;
+            }
+            Ok(())
+        })();
+        if let Some((_, thaw)) = &freeze {
+            let thawed = thaw();
+            if let Err(e) = thawed {
+                snap_result?;
+                return Err(e.context("failed to thaw the container after its snapshot"));
+            }
+        }
+        snap_result?;
+        let config = read_config_text(&container_dir.join("config"))
+            .with_context(|| format!("failed to read {}/config", container_dir.display()))?;
+        write_atomic(
+            &partial.join("config"),
+            rewrite_paths(&config, container_dir, &final_dir).as_bytes(),
+            0o640,
+        )?;
+        let fstab = fs::read_to_string(container_dir.join("fstab")).unwrap_or_default();
+        write_atomic(
+            &partial.join("fstab"),
+            rewrite_fstab(&fstab, container_dir, &final_dir).as_bytes(),
+            0o644,
+        )?;
+        let ts = now.with_timezone(&Local).format(TS_FORMAT).to_string();
+        write_atomic(&partial.join("ts"), ts.as_bytes(), 0o644)?;
+        if let Some(c) = comment {
+            write_atomic(&partial.join("comment"), format!("{c}\n").as_bytes(), 0o644)?;
+        }
+        fs::rename(&partial, &final_dir)
+            .with_context(|| format!("failed to move the snapshot into {}", final_dir.display()))?;
+        fs::File::open(&snaps)?.sync_all()?;
+        Ok(())
+    })();
+    if let Err(e) = result {
+        let _ = remove_snapshot_dir(&partial);
+        return Err(e);
+    }
+    Ok(describe(&container, &name, &final_dir))
+}
+
+/// Facts about one snapshot directory (damage reported, never fatal).
+pub fn describe(container: &str, name: &str, dir: &Path) -> SnapshotInfo {
+    let mut damaged = Vec::new();
+    let ts = fs::read_to_string(dir.join("ts")).ok();
+    if ts.is_none() {
+        damaged.push("missing ts".to_string());
+    }
+    let rootfs = dir.join("rootfs");
+    let is_sub = btrfs::is_subvolume(&rootfs);
+    if !is_sub {
+        damaged.push(if rootfs.exists() {
+            "rootfs is not a Btrfs subvolume".to_string()
+        } else {
+            "missing rootfs".to_string()
+        });
+    }
+    if !dir.join("config").exists() {
+        damaged.push("missing config".to_string());
+    }
+    let time = time_from_name(name).or_else(|| {
+        ts.as_deref()
+            .and_then(|t| NaiveDateTime::parse_from_str(t.trim(), TS_FORMAT).ok())
+            .and_then(|n| Local.from_local_datetime(&n).earliest())
+            .map(|t| t.with_timezone(&Utc))
+    });
+    let (uuid, parent_uuid) = if is_sub {
+        btrfs::uuids(&rootfs).map(|(u, p)| (Some(u), p)).unwrap_or((None, None))
+    } else {
+        (None, None)
+    };
+    SnapshotInfo {
+        container: container.to_string(),
+        name: name.to_string(),
+        time,
+        comment: fs::read_to_string(dir.join("comment"))
+            .map(|c| c.trim().to_string())
+            .unwrap_or_default(),
+        read_only: is_sub.then(|| btrfs::is_read_only(&rootfs).ok()).flatten(),
+        uuid,
+        parent_uuid,
+        damaged: (!damaged.is_empty()).then(|| damaged.join(", ")),
+        path: dir.to_path_buf(),
+    }
+}
+
+/// Every snapshot of a container, newest first (ties by name, descending);
+/// damaged ones included and marked.
+pub fn list(container_dir: &Path) -> Vec<SnapshotInfo> {
+    let container = container_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let snaps = container_dir.join(SNAPS_DIR);
+    let mut out: Vec<SnapshotInfo> = match fs::read_dir(&snaps) {
+        Ok(entries) => entries
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                describe(&container, &name, &e.path())
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    out.sort_by(|a, b| b.time.cmp(&a.time).then_with(|| b.name.cmp(&a.name)));
+    out
+}
+
+/// Deletes one snapshot: renamed out of `snaps/` first, so a crash leaves
+/// nothing a listing chokes on.
+pub fn delete(container_dir: &Path, name: &str) -> Result<()> {
+    crate::names::validate("snapshot", name)?;
+    let dir = container_dir.join(SNAPS_DIR).join(name);
+    if !dir.exists() {
+        bail!("no snapshot {name} in {}", container_dir.join(SNAPS_DIR).display());
+    }
+    let doomed = container_dir.join(format!("{DELETING}{name}"));
+    fs::rename(&dir, &doomed).with_context(|| format!("failed to move {} aside", dir.display()))?;
+    remove_snapshot_dir(&doomed)
+}
+
+/// What `restore` changed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Restored {
+    pub safety_snapshot: String,
+    pub config_changes: Vec<String>,
+    pub fstab_changed: bool,
+    pub data_restored: bool,
+}
+
+/// Rolls a STOPPED container back to `snap`: a safety snapshot of the current
+/// state first, then the rootfs (and data) subvolumes swapped by rename, and
+/// config and fstab restored with paths pointing back at the container.
+pub fn restore(container_dir: &Path, snap: &str, now: DateTime<Utc>) -> Result<Restored> {
+    crate::names::validate("snapshot", snap)?;
+    let sdir = container_dir.join(SNAPS_DIR).join(snap);
+    let info = describe("", snap, &sdir);
+    if !sdir.exists() {
+        bail!("no snapshot {snap} in {}", container_dir.join(SNAPS_DIR).display());
+    }
+    if let Some(d) = info.damaged {
+        bail!("snapshot {snap} is damaged ({d}); not restoring from it");
+    }
+    let safety = take(
+        container_dir,
+        Some(&format!("safety snapshot before restoring {snap}")),
+        now,
+        None,
+    )?;
+    let mut data_restored = false;
+    for sub in ["rootfs", "data"] {
+        let src = sdir.join(sub);
+        if !btrfs::is_subvolume(&src) {
+            continue;
+        }
+        let live = container_dir.join(sub);
+        let fresh = container_dir.join(format!(".ctmgr-restore-{sub}"));
+        let old = container_dir.join(format!(".ctmgr-old-{sub}"));
+        for stale in [&fresh, &old] {
+            if btrfs::is_subvolume(stale) {
+                btrfs::delete_subvolume(stale)?;
+            }
+        }
+        btrfs::snapshot(&src, &fresh, false)?;
+        if live.exists() {
+            fs::rename(&live, &old).with_context(|| format!("failed to move {} aside", live.display()))?;
+        }
+        fs::rename(&fresh, &live).with_context(|| format!("failed to put the restored {sub} in place"))?;
+        if btrfs::is_subvolume(&old) {
+            btrfs::delete_subvolume(&old)?;
+        }
+        data_restored |= sub == "data";
+    }
+    let current = read_config_text(&container_dir.join("config")).unwrap_or_default();
+    let snap_config = read_config_text(&sdir.join("config"))?;
+    let restored = rewrite_paths(&snap_config, &sdir, container_dir);
+    let before: BTreeSet<&str> = current.lines().collect();
+    let after: BTreeSet<&str> = restored.lines().collect();
+    let mut config_changes: Vec<String> = before.difference(&after).map(|l| format!("- {l}")).collect();
+    config_changes.extend(after.difference(&before).map(|l| format!("+ {l}")));
+    write_atomic(&container_dir.join("config"), restored.as_bytes(), 0o640)?;
+    let cur_fstab = fs::read_to_string(container_dir.join("fstab")).unwrap_or_default();
+    let snap_fstab = fs::read_to_string(sdir.join("fstab")).unwrap_or_default();
+    let new_fstab = rewrite_fstab(&snap_fstab, &sdir, container_dir);
+    write_atomic(&container_dir.join("fstab"), new_fstab.as_bytes(), 0o644)?;
+    Ok(Restored {
+        safety_snapshot: safety.name,
+        config_changes,
+        fstab_changed: cur_fstab != new_fstab,
+        data_restored,
+    })
+}
+
+/// The hook line of a config, for checks that the guard survives snapshots.
+pub fn hook_of(config: &str) -> Option<String> {
+    config_values(config, "lxc.hook.pre-start").pop().map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_sort_by_time_and_parse_back() {
+        let t = Utc.with_ymd_and_hms(2026, 11, 24, 23, 55, 55).unwrap();
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(name_for(t, d.path()), "20261124T235555Z");
+        fs::create_dir(d.path().join("20261124T235555Z")).unwrap();
+        assert_eq!(name_for(t, d.path()), "20261124T235555Z-1");
+        assert_eq!(time_from_name("20261124T235555Z-1"), Some(t));
+        assert_eq!(time_from_name("snap0"), None);
+    }
+
+    #[test]
+    fn paths_are_rewritten_only_in_path_keys() {
+        let cfg = "lxc.rootfs.path = btrfs:/srv/s/containers/web/rootfs\nlxc.mount.fstab = /srv/s/containers/web/fstab\nlxc.uts.name = web\n";
+        let out = rewrite_paths(cfg, Path::new("/srv/s/containers/web"), Path::new("/srv/s/containers/web/snaps/X"));
+        assert!(out.contains("btrfs:/srv/s/containers/web/snaps/X/rootfs"));
+        assert!(out.contains("lxc.mount.fstab = /srv/s/containers/web/snaps/X/fstab"));
+        assert!(out.contains("lxc.uts.name = web"));
+        let back = rewrite_paths(&out, Path::new("/srv/s/containers/web/snaps/X"), Path::new("/srv/s/containers/web"));
+        assert_eq!(back, cfg);
+    }
+
+    #[test]
+    fn damaged_snapshot_dirs_are_reported_not_fatal() {
+        let d = tempfile::tempdir().unwrap();
+        let c = d.path().join("web");
+        fs::create_dir_all(c.join("snaps/20260101T000000Z/rootfs")).unwrap();
+        fs::create_dir_all(c.join("snaps/broken")).unwrap();
+        let l = list(&c);
+        assert_eq!(l.len(), 2);
+        assert_eq!(l[0].name, "20260101T000000Z");
+        assert!(l[0].damaged.as_deref().unwrap().contains("rootfs is not a Btrfs subvolume"));
+        assert!(l[1].damaged.as_deref().unwrap().contains("missing ts"));
+        assert_eq!(l[1].time, None);
+    }
+}
