@@ -47,6 +47,9 @@
 //! # Ok::<(), lxc_bindings::Error>(())
 //! ```
 
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
 mod container;
 mod error;
 mod log;

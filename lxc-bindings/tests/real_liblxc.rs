@@ -399,11 +399,24 @@ fn real_container_lifecycle_on_btrfs() {
         );
         assert_eq!(again.get_config_item("lxc.log.file").unwrap(), None);
     }
+    // The container's own lxc.log.* values are kept apart from the handle's
+    // private log: what the caller sets is what gets saved.
+    c.set_config_item("lxc.log.level", "INFO").unwrap();
+    assert_eq!(
+        c.get_config_item("lxc.log.level").unwrap().as_deref(),
+        Some("INFO")
+    );
+    c.save_config(None).unwrap();
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("lxc.log.level = INFO"), "{text}");
+    assert!(!text.contains("lxc.log.file"), "{text}");
+    c.clear_config_item("lxc.log.level").unwrap();
     c.clear_config_item("lxc.group").unwrap();
     assert_eq!(c.get_config_item("lxc.group").unwrap(), None);
     c.save_config(None).unwrap();
     let text = std::fs::read_to_string(&config).unwrap();
     assert!(!text.contains("lxc.group"), "{text}");
+    assert!(!text.contains("lxc.log"), "{text}");
 
     // start, inspect
     child("start").unwrap_or_else(|e| panic!("start failed: {e}"));

@@ -787,24 +787,23 @@ impl<'de> Visitor<'de> for LooseVisitor {
     }
 }
 
-/// The key path (`store[1].drbd_port`) of the innermost value around `offset`.
-fn key_path_at(tree: &Loose, offset: usize) -> String {
+/// The key path (`store[1].drbd_port`) of the innermost value around
+/// `offset`, and that value's span (`None` for the document itself).
+fn key_path_at(tree: &Loose, offset: usize) -> (String, Option<Range<usize>>) {
     fn contains(span: &Range<usize>, offset: usize) -> bool {
         span.start <= offset && (offset < span.end || span.start == span.end)
     }
     let mut path = String::new();
     let mut node = tree;
+    let mut span = None;
     loop {
         let next = match node {
             Loose::Table(entries) => entries
                 .iter()
                 .find(|(_, v)| contains(&v.span(), offset))
                 .map(|(k, v)| {
-                    if !path.is_empty() {
-                        path.push('.');
-                    }
-                    path.push_str(k);
-                    v.get_ref()
+                    push_key(&mut path, k);
+                    (v.span(), v.get_ref())
                 }),
             Loose::Array(items) => items
                 .iter()
@@ -812,13 +811,16 @@ fn key_path_at(tree: &Loose, offset: usize) -> String {
                 .find(|(_, v)| contains(&v.span(), offset))
                 .map(|(i, v)| {
                     path.push_str(&format!("[{i}]"));
-                    v.get_ref()
+                    (v.span(), v.get_ref())
                 }),
             Loose::Scalar => None,
         };
         match next {
-            Some(n) => node = n,
-            None => return path,
+            Some((s, n)) => {
+                span = Some(s);
+                node = n;
+            }
+            None => return (path, span),
         }
     }
 }
@@ -922,7 +924,13 @@ impl Ctx<'_> {
     /// paths ending in `x`; other messages are kept as they are.
     fn serde_error(&self, e: &toml::de::Error, tree: &Loose) -> ConfigError {
         let span = e.span().unwrap_or(0..0);
-        let mut key = key_path_at(tree, span.start);
+        let (mut key, around) = key_path_at(tree, span.start);
+        // An unknown table's own header lies inside that table's span: its
+        // key path already ends with the unknown name.
+        let in_header = around.is_some_and(|s| {
+            let head = &self.text[s.start..floor_char_boundary(self.text, span.start)];
+            head.starts_with('[') && !head.contains('\n')
+        });
         let message = one_line(e.message());
         let named = |prefix: &str| {
             let rest = message.strip_prefix(prefix)?;
@@ -933,7 +941,9 @@ impl Ctx<'_> {
             ))
         };
         let message = if let Some((name, tail)) = named("unknown field `") {
-            push_key(&mut key, &name);
+            if !in_header {
+                push_key(&mut key, &name);
+            }
             if tail.is_empty() {
                 "unknown key".to_owned()
             } else {
@@ -2086,7 +2096,7 @@ drbd_resource = "r0"
         assert_eq!(
             err,
             format!(
-                "/etc/ctmgr/cluster.toml:35:14: store[1].mountpoint: \"/srv/store1\" is already the mountpoint of store \"store1\" (line {line})"
+                "/etc/ctmgr/cluster.toml:36:14: store[1].mountpoint: \"/srv/store1\" is already the mountpoint of store \"store1\" (line {line})"
             )
         );
     }
@@ -2606,8 +2616,10 @@ drbd_resource = "r0"
             "contradicts device /dev/drbd0 (minor 0)",
         );
         // Two stores on one minor.
-        let text =
-            base_with(&STORE2.replace("/dev/drbd1", "/dev/drbd/by-res/r1/0\ndrbd_minor = 0"));
+        let text = base_with(&STORE2.replace(
+            "\"/dev/drbd1\"",
+            "\"/dev/drbd/by-res/r1/0\"\ndrbd_minor = 0",
+        ));
         assert_invalid(
             &text,
             24,

@@ -58,6 +58,9 @@ pub enum Command {
     Prune(commands::snapshot::PruneArgs),
     /// Roll a stopped container back to a snapshot (after a safety snapshot)
     Restore(commands::snapshot::RestoreArgs),
+    /// DRBD: state of the stores' resources, render .res files, lint a drbd.conf
+    #[command(subcommand)]
+    Drbd(commands::drbd::DrbdCommand),
     #[command(name = "__lxc-start", hide = true)]
     LxcStart { lxcpath: PathBuf, name: String, secs: i32 },
     #[command(name = "__lxc-stop", hide = true)]

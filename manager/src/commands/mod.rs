@@ -3,6 +3,7 @@
 //! JSON) lives here.
 
 pub mod create;
+pub mod drbd;
 pub mod lifecycle;
 pub mod list;
 pub mod snapshot;
@@ -97,6 +98,10 @@ pub fn run(cli: Cli) -> Result<ExitStatus> {
         }
         _ => {}
     }
+    if let Command::Drbd(drbd::DrbdCommand::Lint { file, hosts }) = &cli.command {
+        let session = Session::open(&cli).ok();
+        return drbd::lint(session.as_ref().map(|s| &s.config), file, hosts, cli.json);
+    }
     let session = Session::open(&cli)?;
     match &cli.command {
         Command::Create(args) => create::run(&session, args),
@@ -109,6 +114,11 @@ pub fn run(cli: Cli) -> Result<ExitStatus> {
         Command::Snapshots(args) => snapshot::snapshots(&session, args),
         Command::Prune(args) => snapshot::prune(&session, args),
         Command::Restore(args) => snapshot::restore(&session, args),
+        Command::Drbd(drbd::DrbdCommand::Status) => drbd::status(&session),
+        Command::Drbd(drbd::DrbdCommand::Render { format, out }) => {
+            drbd::render(&session, format.as_deref(), out)
+        }
+        Command::Drbd(drbd::DrbdCommand::Lint { .. }) => Ok(ExitStatus::Done),
         Command::LxcStart { .. } | Command::LxcStop { .. } => Ok(ExitStatus::Done),
     }
 }

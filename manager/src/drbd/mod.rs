@@ -10,6 +10,7 @@
 pub mod lint;
 pub mod render;
 pub mod state;
+pub mod status;
 
 pub use lint::{lint, lint_with_homes, parse_hosts, Finding, HostsMap, LintError, Severity};
 pub use render::{render, validate_with_drbdadm, Format, RenderError, ResHost, ResInput};
