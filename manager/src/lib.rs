@@ -18,4 +18,5 @@ pub mod retention;
 pub mod runner;
 pub mod snapshot;
 pub mod store;
+pub mod takeover;
 pub mod template;

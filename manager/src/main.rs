@@ -58,6 +58,12 @@ pub enum Command {
     Prune(commands::snapshot::PruneArgs),
     /// Roll a stopped container back to a snapshot (after a safety snapshot)
     Restore(commands::snapshot::RestoreArgs),
+    /// Make this node the holder: preflight, promote, mount, start the set
+    Takeover(commands::takeover::TakeoverArgs),
+    /// Stop the set, unmount, demote
+    Release(commands::takeover::ReleaseArgs),
+    /// Planned switchover: release on the holder over ssh, then take over here
+    Migrate(commands::takeover::MigrateArgs),
     /// DRBD: state of the stores' resources, render .res files, lint a drbd.conf
     #[command(subcommand)]
     Drbd(commands::drbd::DrbdCommand),

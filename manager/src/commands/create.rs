@@ -35,6 +35,7 @@ pub fn run(s: &Session, args: &Args) -> Result<ExitStatus> {
     let stores = s.stores();
     let store = container::choose_store(&stores, args.store.as_deref())?;
     let guard = container::find_guard()?;
+    ctmgr::takeover::stamp_identity(&store.mountpoint, &store.name)?;
     let lxcpaths = s.lxcpaths();
     s.say(&format!(
         "creating {} on {} from template {} ({})",

@@ -79,6 +79,8 @@ struct StoreJson {
     mountpoint: String,
     lxcpath: String,
     drbd_resource: Option<String>,
+    /// The newest takeover or release of this store journaled on this node.
+    last_action: Option<ctmgr::journal::Entry>,
 }
 
 #[derive(Serialize)]
@@ -102,6 +104,7 @@ pub fn status(s: &Session) -> Result<ExitStatus> {
             mountpoint: st.store.mountpoint.display().to_string(),
             lxcpath: st.store.lxcpath().display().to_string(),
             drbd_resource: st.store.drbd_resource.clone(),
+            last_action: ctmgr::journal::last_for(&st.store.name, &["takeover", "release"]),
         })
         .collect();
     let infos = gather(s, None)?;
@@ -133,5 +136,26 @@ pub fn status(s: &Session) -> Result<ExitStatus> {
     print_table(&["STORE", "HOME", "HELD", "DEVICE", "MOUNTPOINT", "DRBD", "STATE"], &store_rows)?;
     println!();
     print_table(&["NAME", "STORE", "STATE", "PID", "IPS", "ORDER"], &rows(&infos))?;
+    let actions: Vec<String> = stores
+        .iter()
+        .filter_map(|st| {
+            let e = st.last_action.as_ref()?;
+            Some(format!(
+                "last {} of {} here: {} at {} ({} ms{})",
+                e.action,
+                st.name,
+                e.outcome,
+                e.time,
+                e.total_ms,
+                e.refused_by.as_ref().map(|r| format!(", refused by {r}")).unwrap_or_default()
+            ))
+        })
+        .collect();
+    if !actions.is_empty() {
+        println!();
+        for a in actions {
+            println!("{a}");
+        }
+    }
     Ok(ExitStatus::Done)
 }

@@ -7,6 +7,7 @@ pub mod drbd;
 pub mod lifecycle;
 pub mod list;
 pub mod snapshot;
+pub mod takeover;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -114,6 +115,9 @@ pub fn run(cli: Cli) -> Result<ExitStatus> {
         Command::Snapshots(args) => snapshot::snapshots(&session, args),
         Command::Prune(args) => snapshot::prune(&session, args),
         Command::Restore(args) => snapshot::restore(&session, args),
+        Command::Takeover(args) => takeover::takeover(&session, args),
+        Command::Release(args) => takeover::release(&session, args),
+        Command::Migrate(args) => takeover::migrate(&session, args, cli.config.as_deref()),
         Command::Drbd(drbd::DrbdCommand::Status) => drbd::status(&session),
         Command::Drbd(drbd::DrbdCommand::Render { format, out }) => {
             drbd::render(&session, format.as_deref(), out)

@@ -301,11 +301,13 @@ fn make_node(layout: &Layout, node: &Node) -> Result<()> {
         &format!("{run}/ctmgr"),
         &format!("{run}/lock"),
         &format!("{run}/lxc"),
+        &format!("{run}/mount"),
         &lab_inside,
     ])?;
     in_node(&["mount", "--bind", &p("run-ctmgr"), &format!("{run}/ctmgr")])?;
     in_node(&["mount", "--bind", &layout.dir.to_string_lossy(), &lab_inside])?;
-    in_node(&["mount", "--move", &run, "/run"])?;
+    // -n: there is no /run/mount/utab to update until the move is done.
+    in_node(&["mount", "-n", "--move", &run, "/run"])?;
     in_node(&["ip", "link", "set", "lo", "up"])?;
     Ok(())
 }

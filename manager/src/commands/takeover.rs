@@ -1,0 +1,372 @@
+//! `ctmgr takeover STORE`, `ctmgr release STORE`, `ctmgr migrate STORE`
+
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use chrono::Utc;
+use ctmgr::config::Store;
+use ctmgr::exit::{refuse, usage, ExitStatus};
+use ctmgr::journal::{self, Entry};
+use ctmgr::lock::{self, Wait};
+use ctmgr::runner::{Cmd, Runner};
+use ctmgr::takeover::{self, preflight, Started, Timeline};
+
+use super::{print_json, Session};
+
+#[derive(clap::Args, Debug)]
+pub struct TakeoverArgs {
+    pub store: String,
+    /// Print the plan and the preflight verdict; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Override the disk and peer-evidence refusals (risk of split brain; journaled)
+    #[arg(long)]
+    pub force: bool,
+    /// Promote and mount only; start no container
+    #[arg(long)]
+    pub no_start: bool,
+    /// Fail at once if another ctmgr run holds the store's lock
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ReleaseArgs {
+    pub store: String,
+    /// Seconds each container gets for a clean shutdown before it is killed
+    #[arg(long, default_value_t = 30)]
+    pub timeout: u64,
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct MigrateArgs {
+    pub store: String,
+    /// Seconds each container gets for a clean shutdown on the old holder
+    #[arg(long, default_value_t = 30)]
+    pub timeout: u64,
+}
+
+fn store_of<'a>(s: &'a Session, name: &str) -> Result<&'a Store> {
+    ctmgr::names::validate("store", name)?;
+    s.config
+        .store(name)
+        .ok_or_else(|| usage(format!("no store {name:?} in {}", s.config.path.display())))
+}
+
+fn lock_for(s: &Session, store: &str, no_wait: bool) -> Result<lock::StoreLock> {
+    let wait = if no_wait { Wait::No } else { Wait::Upto(Duration::from_secs(1800)) };
+    Ok(lock::lock_store(store, wait, &|holder| {
+        let msg = format!("store {store} is locked by {holder}; waiting (use --no-wait to fail instead)…");
+        if std::io::stderr().is_terminal() {
+            eprintln!("{msg}");
+        } else {
+            tracing::warn!("{msg}");
+        }
+    })?)
+}
+
+fn entry(s: &Session, action: &str, store: &str, tl: &Timeline) -> Entry {
+    Entry {
+        time: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        node: s.node.clone(),
+        action: action.into(),
+        store: store.into(),
+        outcome: String::new(),
+        forced: false,
+        refused_by: None,
+        error: None,
+        total_ms: tl.total_ms(),
+        steps: tl.steps.clone(),
+    }
+}
+
+fn print_steps(s: &Session, tl: &Timeline) {
+    if s.quiet || s.json {
+        return;
+    }
+    println!("timeline:");
+    for st in &tl.steps {
+        println!(
+            "  {:>7} ms  {:<22} {:<8} {}",
+            st.ms, st.step, st.outcome, st.detail
+        );
+    }
+    println!("  {:>7} ms  total", tl.total_ms());
+}
+
+pub fn takeover(s: &Session, args: &TakeoverArgs) -> Result<ExitStatus> {
+    let store = store_of(s, &args.store)?;
+    let _lock = if args.dry_run { None } else { Some(lock_for(s, &store.name, args.no_wait)?) };
+    let mut tl = Timeline::default();
+    let t0 = Instant::now();
+    let facts = takeover::gather_facts(&s.config, &s.node, store, &s.runner, args.force)?;
+    let verdict = preflight::decide(&facts);
+    tl.record("preflight", t0, if verdict.refusal().is_some() { "refused" } else { "done" }, "");
+    if !s.quiet && !s.json {
+        println!("preflight for takeover of {} on {}:", store.name, s.node);
+        for c in &verdict.checks {
+            println!("  [{:<6}] {:<13} {}", c.verdict, c.name, c.message);
+        }
+    }
+    let groups = takeover::container_groups(&store.lxcpath());
+    if args.dry_run {
+        if s.json {
+            print_json(&serde_json::json!({ "store": store.name, "verdict": verdict, "facts": {
+                "mount": facts.mount, "drbd": facts.drbd, "evidence": facts.evidence }, "start_groups": groups }))?;
+        } else {
+            println!("plan:");
+            if let Some(res) = &store.drbd_resource {
+                println!("  promote  drbdadm primary {res}{}", if verdict.promote { "" } else { "  (already Primary: skip)" });
+            }
+            println!(
+                "  mount    {} at {}{}",
+                store.device.display(),
+                store.mountpoint.display(),
+                if verdict.mount { "" } else { "  (already mounted: skip)" }
+            );
+            if args.no_start {
+                println!("  start    nothing (--no-start)");
+            } else if groups.is_empty() {
+                println!("  start    the containers found on the store once mounted, lower lxc.start.order first");
+            }
+            for (order, names) in &groups {
+                println!("  start    order {order}: {}", names.join(" "));
+            }
+            println!("dry run: nothing changed");
+        }
+        return Ok(match verdict.refusal() {
+            Some(_) => ExitStatus::Refused,
+            None => ExitStatus::Done,
+        });
+    }
+    let mut e = entry(s, "takeover", &store.name, &tl);
+    e.forced = verdict.forced;
+    if let Some(r) = verdict.refusal() {
+        e.outcome = "refused".into();
+        e.refused_by = Some(r.name.to_string());
+        e.steps = tl.steps.clone();
+        journal::append(&e).context("failed to write the journal")?;
+        return Err(refuse(format!("takeover of {}: {} ({})", store.name, r.message, r.name)));
+    }
+    if verdict.forced {
+        tracing::warn!("takeover of {} forced past a refusal: check for split brain", store.name);
+    }
+    let result = takeover_steps(s, store, &verdict, args.no_start, &mut tl);
+    e.steps = tl.steps.clone();
+    e.total_ms = tl.total_ms();
+    let status = match &result {
+        Ok(started) => {
+            let failed: Vec<&Started> = started.iter().filter(|r| r.outcome == "failed").collect();
+            e.outcome = if failed.is_empty() { "ok".into() } else { "partial".into() };
+            if s.json {
+                print_json(&serde_json::json!({ "store": store.name, "verdict": verdict, "containers": started, "steps": tl.steps, "total_ms": tl.total_ms() }))?;
+            } else if !s.quiet {
+                println!("containers:");
+                for r in started {
+                    println!("  {:<20} order {:<4} {:<8} {} ms{}", r.name, r.order, r.outcome, r.ms, r.error.as_ref().map(|e| format!("  {e}")).unwrap_or_default());
+                }
+            }
+            print_steps(s, &tl);
+            if failed.is_empty() {
+                ExitStatus::Done
+            } else {
+                for f in &failed {
+                    eprintln!("ctmgr: error: container {} failed to start: {}", f.name, f.error.as_deref().unwrap_or(""));
+                }
+                eprintln!("ctmgr: store {} is taken over, but {} container(s) failed", store.name, failed.len());
+                ExitStatus::Failed
+            }
+        }
+        Err(err) => {
+            e.outcome = "failed".into();
+            e.error = Some(format!("{err:#}"));
+            print_steps(s, &tl);
+            ExitStatus::Failed
+        }
+    };
+    journal::append(&e).context("failed to write the journal")?;
+    result.map(|_| status).with_context(|| format!("failed to take over store {}", store.name))
+}
+
+fn takeover_steps(
+    s: &Session,
+    store: &Store,
+    verdict: &preflight::Verdict,
+    no_start: bool,
+    tl: &mut Timeline,
+) -> Result<Vec<Started>> {
+    if let Some(res) = &store.drbd_resource {
+        let t = Instant::now();
+        if verdict.promote {
+            takeover::promote(&s.runner, res).inspect_err(|e| tl.record("promote", t, "failed", format!("{e:#}")))?;
+            tl.record("promote", t, "done", format!("drbdadm primary {res}"));
+        } else {
+            tl.record("promote", t, "already", format!("{res} is Primary"));
+        }
+    }
+    let t = Instant::now();
+    // Re-check: a concurrent mount or a rerun after a kill may have mounted it.
+    match takeover::observe_mount(store)? {
+        preflight::MountFact::Store => {
+            takeover::verify_identity(&s.runner, store)?;
+            tl.record("mount", t, "already", store.mountpoint.display().to_string());
+        }
+        preflight::MountFact::Free => {
+            takeover::mount(&s.runner, store).inspect_err(|e| tl.record("mount", t, "failed", format!("{e:#}")))?;
+            tl.record("mount", t, "done", format!("{} at {}", store.device.display(), store.mountpoint.display()));
+        }
+        preflight::MountFact::Other { source, fstype } => {
+            tl.record("mount", t, "failed", format!("occupied by {source}"));
+            return Err(refuse(format!("{} became occupied by {source} ({fstype})", store.mountpoint.display())));
+        }
+    }
+    if no_start {
+        tl.record("start", Instant::now(), "skipped", "--no-start");
+        return Ok(Vec::new());
+    }
+    let t = Instant::now();
+    let first = std::sync::Mutex::new(None::<u64>);
+    let quiet = s.quiet || s.json;
+    let started = takeover::start_set(&store.lxcpath(), &|r| {
+        if let Ok(mut f) = first.lock() {
+            if f.is_none() && r.outcome != "failed" {
+                *f = Some(t.elapsed().as_millis() as u64);
+            }
+        }
+        if !quiet && std::io::stderr().is_terminal() {
+            eprintln!("  {} {}", r.name, r.outcome);
+        }
+    });
+    let failed = started.iter().filter(|r| r.outcome == "failed").count();
+    if let Ok(Some(ms)) = first.lock().map(|f| *f) {
+        tl.steps.push(ctmgr::journal::Step { step: "first-container".into(), outcome: "done".into(), ms, detail: "time to the first container running".into() });
+    }
+    tl.record(
+        "start",
+        t,
+        if failed == 0 { "done" } else { "failed" },
+        format!("{} container(s), {failed} failed", started.len()),
+    );
+    Ok(started)
+}
+
+pub fn release(s: &Session, args: &ReleaseArgs) -> Result<ExitStatus> {
+    let store = store_of(s, &args.store)?;
+    let _lock = lock_for(s, &store.name, args.no_wait)?;
+    let mut tl = Timeline::default();
+    let result = release_steps(s, store, args.timeout, &mut tl);
+    let mut e = entry(s, "release", &store.name, &tl);
+    e.outcome = if result.is_ok() { "ok".into() } else { "failed".into() };
+    e.error = result.as_ref().err().map(|e| format!("{e:#}"));
+    journal::append(&e).context("failed to write the journal")?;
+    if s.json {
+        print_json(&serde_json::json!({ "store": store.name, "steps": tl.steps, "total_ms": tl.total_ms(), "error": e.error }))?;
+    }
+    print_steps(s, &tl);
+    result.with_context(|| format!("failed to release store {}", store.name))?;
+    Ok(ExitStatus::Done)
+}
+
+fn release_steps(s: &Session, store: &Store, timeout: u64, tl: &mut Timeline) -> Result<()> {
+    let t = Instant::now();
+    match takeover::observe_mount(store)? {
+        preflight::MountFact::Store => {
+            let stopped = takeover::stop_set(&store.lxcpath(), Duration::from_secs(timeout));
+            let failed: Vec<String> = stopped
+                .iter()
+                .filter(|r| r.outcome == "failed")
+                .map(|r| format!("{}: {}", r.name, r.error.as_deref().unwrap_or("")))
+                .collect();
+            let n = stopped.iter().filter(|r| r.outcome == "stopped").count();
+            if !failed.is_empty() {
+                tl.record("stop", t, "failed", failed.join("; "));
+                anyhow::bail!("could not stop: {}", failed.join("; "));
+            }
+            tl.record("stop", t, if n == 0 { "already" } else { "done" }, format!("{n} container(s) stopped"));
+            let t = Instant::now();
+            let out = s.runner.run(&Cmd::new("umount").arg(store.mountpoint.display().to_string()).timeout(Duration::from_secs(120)))?;
+            if !out.success() {
+                let holders = takeover::holders(&store.mountpoint);
+                let who = if holders.is_empty() { "no process found by /proc scan".to_string() } else { holders.join(", ") };
+                tl.record("unmount", t, "failed", format!("busy: {who}"));
+                anyhow::bail!(
+                    "{} is busy, used by: {who}. Stop those processes and run `ctmgr release {}` again (ctmgr never unmounts lazily)",
+                    store.mountpoint.display(),
+                    store.name
+                );
+            }
+            tl.record("unmount", t, "done", store.mountpoint.display().to_string());
+        }
+        preflight::MountFact::Free => {
+            tl.record("stop", t, "already", "store not mounted here");
+            tl.record("unmount", t, "already", "not mounted");
+        }
+        preflight::MountFact::Other { source, .. } => {
+            tl.record("unmount", t, "skipped", format!("{} holds {source}, not the store", store.mountpoint.display()));
+        }
+    }
+    if let Some(res) = &store.drbd_resource {
+        let t = Instant::now();
+        let role = ctmgr::store::drbd_role(&s.runner, res);
+        match role {
+            Ok(r) if r == "Primary" => {
+                s.runner
+                    .run_ok(&Cmd::new("drbdadm").args(["secondary", res]).timeout(Duration::from_secs(60)))
+                    .inspect_err(|e| tl.record("demote", t, "failed", e.to_string()))
+                    .with_context(|| format!("failed to demote {res}"))?;
+                tl.record("demote", t, "done", format!("drbdadm secondary {res}"));
+            }
+            Ok(r) => tl.record("demote", t, "already", format!("{res} is {r}")),
+            Err(e) => tl.record("demote", t, "skipped", format!("role unknown: {e}")),
+        }
+    }
+    Ok(())
+}
+
+pub fn migrate(s: &Session, args: &MigrateArgs, cli_config: Option<&std::path::Path>) -> Result<ExitStatus> {
+    let store = store_of(s, &args.store)?;
+    let peer = s
+        .config
+        .peer_of(&s.node)
+        .ok_or_else(|| usage("migrate needs a peer node in cluster.toml"))?;
+    let mut remote = vec!["ctmgr".to_string()];
+    if let Some(c) = cli_config {
+        remote.extend(["--config".to_string(), c.display().to_string()]);
+    }
+    remote.extend(["release".into(), store.name.clone(), "--timeout".into(), args.timeout.to_string()]);
+    let remote_ref: Vec<&str> = remote.iter().map(String::as_str).collect();
+    s.say(&format!("releasing {} on {} ({}) …", store.name, peer.name, peer.ssh));
+    let out = s.runner.run(&takeover::ssh_cmd(
+        "ssh",
+        &peer.ssh,
+        &remote_ref,
+        Duration::from_secs(args.timeout * 4 + 120),
+    ))?;
+    if !out.success() {
+        let msg = format!("{}{}", out.stdout, out.stderr);
+        anyhow::bail!(
+            "release of {} on {} failed (exit {}); nothing was promoted here. The peer said:\n{}",
+            store.name,
+            peer.name,
+            out.code,
+            msg.trim()
+        );
+    }
+    if !s.quiet {
+        print!("{}", out.stdout);
+    }
+    s.say(&format!("released on {}; taking over here", peer.name));
+    takeover(
+        s,
+        &TakeoverArgs {
+            store: store.name.clone(),
+            dry_run: false,
+            force: false,
+            no_start: false,
+            no_wait: false,
+        },
+    )
+}

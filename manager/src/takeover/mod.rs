@@ -1,0 +1,419 @@
+//! Failover as one unit: `takeover` (preflight, promote, mount, start the
+//! set), `release` (stop the set, unmount, demote) and `migrate` (release on
+//! the holder over ssh, then take over here).
+//!
+//! Every step checks the state first and reports "already" or "done"
+//! (safety rule 3), so a rerun after a crash or a `kill -9` converges. The
+//! caller holds the store lock (rule 4). Each run is journaled.
+
+pub mod preflight;
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+
+use crate::config::{Config, Store};
+use crate::container;
+use crate::drbd::status as drbd_status;
+use crate::journal::Step;
+use crate::mountinfo;
+use crate::runner::{Cmd, Runner};
+use crate::store::mount_is_store;
+
+use preflight::{Evidence, Facts, MountFact};
+
+/// File at the root of a store's filesystem naming the store; stamped by the
+/// first takeover or create, checked after every mount.
+pub const IDENTITY_FILE: &str = ".ctmgr-store";
+
+/// Bound for each peer probe.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Containers started at once within one start-order group.
+pub const START_CONCURRENCY: usize = 8;
+
+/// What the mountpoint holds now.
+pub fn observe_mount(store: &Store) -> Result<MountFact> {
+    let mounts = mountinfo::read().context("failed to read /proc/self/mountinfo")?;
+    Ok(match mountinfo::at(&mounts, &store.mountpoint) {
+        None => MountFact::Free,
+        Some(m) if mount_is_store(m, &store.device) => MountFact::Store,
+        Some(m) => MountFact::Other {
+            source: m.source.clone(),
+            fstype: m.fstype.clone(),
+        },
+    })
+}
+
+/// TCP connect to `addr` within `timeout`: does anything answer there?
+pub fn probe(addr: SocketAddr, timeout: Duration) -> bool {
+    TcpStream::connect_timeout(&addr, timeout).is_ok()
+}
+
+/// The ssh argv prefix to reach a node (BatchMode: never prompt).
+pub fn ssh_cmd(runner_program: &str, target: &str, remote: &[&str], timeout: Duration) -> Cmd {
+    Cmd::new(runner_program)
+        .args([
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=5",
+            "-o",
+            "ServerAliveInterval=5",
+            "-o",
+            "ServerAliveCountMax=2",
+            target,
+            "--",
+        ])
+        .args(remote)
+        .timeout(timeout)
+}
+
+/// Does the peer say it holds `store`? Asks `ctmgr --json status` over ssh.
+pub fn peer_holds(runner: &dyn Runner, ssh_target: &str, store: &str) -> Result<bool, String> {
+    let out = runner
+        .run_ok(&ssh_cmd("ssh", ssh_target, &["ctmgr", "--json", "status"], Duration::from_secs(20)))
+        .map_err(|e| e.to_string())?;
+    peer_holds_from_status(&out.stdout, store)
+}
+
+/// Pure part of `peer_holds`: reads `stores[].held` from status JSON.
+pub fn peer_holds_from_status(json: &str, store: &str) -> Result<bool, String> {
+    let v: serde_json::Value = serde_json::from_str(json).map_err(|e| format!("unreadable status from the peer: {e}"))?;
+    v["stores"]
+        .as_array()
+        .and_then(|stores| stores.iter().find(|s| s["name"] == store))
+        .and_then(|s| s["held"].as_bool())
+        .ok_or_else(|| format!("the peer's status does not mention store {store}"))
+}
+
+/// Gathers the evidence that the peer is down (rule 2), all bounded in time.
+pub fn gather_evidence(config: &Config, node: &str, store: &Store, runner: &dyn Runner) -> Evidence {
+    let mut ev = Evidence::default();
+    let Some(peer) = config.peer_of(node) else {
+        return ev;
+    };
+    let mut addrs = vec![peer.address];
+    addrs.extend(peer.lan_address);
+    // Probe all addresses at once so the bound is one PROBE_TIMEOUT.
+    let probes: Vec<(String, bool)> = std::thread::scope(|s| {
+        let handles: Vec<_> = addrs
+            .iter()
+            .map(|a| {
+                let sa = SocketAddr::new((*a).into(), 22);
+                s.spawn(move || (sa.to_string(), probe(sa, PROBE_TIMEOUT)))
+            })
+            .collect();
+        handles.into_iter().filter_map(|h| h.join().ok()).collect()
+    });
+    ev.probes = probes;
+    if let Some(me) = config.node(node) {
+        ev.gateway = config.gateway_for(me).map(|gw| {
+            runner
+                .run(&Cmd::new("ping").args(["-c", "1", "-W", "2", &gw.to_string()]).timeout(Duration::from_secs(5)))
+                .map(|o| o.success())
+                .unwrap_or(false)
+        });
+    }
+    if ev.peer_answers() {
+        match peer_holds(runner, &peer.ssh, &store.name) {
+            Ok(h) => ev.peer_holds = Some(h),
+            Err(e) => ev.peer_error = Some(e),
+        }
+    }
+    ev
+}
+
+/// Collects the facts for the preflight.
+pub fn gather_facts(config: &Config, node: &str, store: &Store, runner: &dyn Runner, force: bool) -> Result<Facts> {
+    let drbd = match &store.drbd_resource {
+        Some(res) => {
+            let (states, _) = drbd_status::gather(config, runner)?;
+            drbd_status::resource(&states, res).cloned()
+        }
+        None => None,
+    };
+    let mut facts = Facts {
+        store: store.name.clone(),
+        resource: store.drbd_resource.clone(),
+        drbd,
+        mount: observe_mount(store)?,
+        mountpoint: store.mountpoint.display().to_string(),
+        evidence: None,
+        force,
+    };
+    if preflight::Verdict::needs_evidence(&facts) {
+        facts.evidence = Some(gather_evidence(config, node, store, runner));
+    }
+    Ok(facts)
+}
+
+/// Times one step and records it.
+pub struct Timeline {
+    started: Instant,
+    pub steps: Vec<Step>,
+}
+
+impl Default for Timeline {
+    fn default() -> Self {
+        Timeline {
+            started: Instant::now(),
+            steps: Vec::new(),
+        }
+    }
+}
+
+impl Timeline {
+    pub fn record(&mut self, step: &str, t0: Instant, outcome: &str, detail: impl Into<String>) {
+        self.steps.push(Step {
+            step: step.to_string(),
+            outcome: outcome.to_string(),
+            ms: t0.elapsed().as_millis() as u64,
+            detail: detail.into(),
+        });
+    }
+    pub fn total_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+}
+
+/// Promotes the store's resource here (`drbdadm primary RES`).
+pub fn promote(runner: &dyn Runner, res: &str) -> Result<()> {
+    runner
+        .run_ok(&Cmd::new("drbdadm").args(["primary", res]).timeout(Duration::from_secs(60)))
+        .with_context(|| format!("failed to promote {res}"))?;
+    Ok(())
+}
+
+/// Mounts the store and checks it is the store's filesystem.
+pub fn mount(runner: &dyn Runner, store: &Store) -> Result<()> {
+    std::fs::create_dir_all(&store.mountpoint)
+        .with_context(|| format!("failed to create {}", store.mountpoint.display()))?;
+    let mut cmd = Cmd::new("mount").args(["-t", "btrfs"]);
+    if let Some(o) = &store.mount_options {
+        cmd = cmd.args(["-o", o]);
+    }
+    cmd = cmd
+        .arg(store.device.display().to_string())
+        .arg(store.mountpoint.display().to_string())
+        .timeout(Duration::from_secs(120));
+    runner
+        .run_ok(&cmd)
+        .with_context(|| format!("failed to mount {} at {}", store.device.display(), store.mountpoint.display()))?;
+    verify_identity(runner, store)
+}
+
+/// Checks (or, the first time, stamps) the identity file; unmounts and fails
+/// when the filesystem belongs to another store.
+pub fn verify_identity(runner: &dyn Runner, store: &Store) -> Result<()> {
+    let path = store.mountpoint.join(IDENTITY_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let name = text
+                .lines()
+                .find_map(|l| l.strip_prefix("store = "))
+                .map(|v| v.trim().trim_matches('"').to_string());
+            if name.as_deref() != Some(store.name.as_str()) {
+                let _ = runner.run(&Cmd::new("umount").arg(store.mountpoint.display().to_string()));
+                bail!(
+                    "the filesystem on {} belongs to store {:?}, not {} ({}); unmounted it again. Check `device` in cluster.toml",
+                    store.device.display(),
+                    name.unwrap_or_default(),
+                    store.name,
+                    path.display()
+                );
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => stamp_identity(&store.mountpoint, &store.name),
+        Err(e) => Err(e).with_context(|| format!("failed to read {}", path.display())),
+    }
+}
+
+/// Writes the identity file at the root of a mounted store.
+pub fn stamp_identity(mountpoint: &Path, store: &str) -> Result<()> {
+    let path = mountpoint.join(IDENTITY_FILE);
+    if path.exists() {
+        return Ok(());
+    }
+    crate::fsutil::write_atomic(
+        &path,
+        format!("# written by ctmgr: which store this filesystem is\nstore = \"{store}\"\n").as_bytes(),
+        0o644,
+    )
+    .with_context(|| format!("failed to write {}", path.display()))
+}
+
+/// The result of starting one container.
+#[derive(Debug, Clone, Serialize)]
+pub struct Started {
+    pub name: String,
+    pub order: i64,
+    /// "started", "already", "failed"
+    pub outcome: String,
+    pub error: Option<String>,
+    pub ms: u64,
+}
+
+/// Containers of a store grouped by start order (lower first), names sorted.
+pub fn container_groups(lxcpath: &Path) -> Vec<(i64, Vec<String>)> {
+    let mut groups: std::collections::BTreeMap<i64, Vec<String>> = Default::default();
+    for name in container::own_names(lxcpath) {
+        let text = container::read_config_text(&lxcpath.join(&name).join("config")).unwrap_or_default();
+        groups.entry(container::start_order_of(&text)).or_default().push(name);
+    }
+    groups.into_iter().collect()
+}
+
+/// Starts the set: groups in order, each group in parallel (bounded); one
+/// failure never stops the others. Each start runs in its own child process.
+pub fn start_set(lxcpath: &Path, on_started: &(dyn Fn(&Started) + Sync)) -> Vec<Started> {
+    let mut results = Vec::new();
+    for (order, names) in container_groups(lxcpath) {
+        for chunk in names.chunks(START_CONCURRENCY) {
+            let batch: Vec<Started> = std::thread::scope(|s| {
+                let handles: Vec<_> = chunk
+                    .iter()
+                    .map(|name| {
+                        s.spawn(move || {
+                            let t0 = Instant::now();
+                            let running = is_running(lxcpath, name);
+                            let (outcome, error) = if running {
+                                ("already", None)
+                            } else {
+                                match container::start(lxcpath, name, Duration::from_secs(60)) {
+                                    Ok(()) => ("started", None),
+                                    Err(e) => ("failed", Some(format!("{e:#}"))),
+                                }
+                            };
+                            let r = Started {
+                                name: name.clone(),
+                                order,
+                                outcome: outcome.to_string(),
+                                error,
+                                ms: t0.elapsed().as_millis() as u64,
+                            };
+                            on_started(&r);
+                            r
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .zip(chunk)
+                    .map(|(h, name)| {
+                        h.join().unwrap_or_else(|_| Started {
+                            name: name.clone(),
+                            order,
+                            outcome: "failed".into(),
+                            error: Some("start thread panicked".into()),
+                            ms: 0,
+                        })
+                    })
+                    .collect()
+            });
+            results.extend(batch);
+        }
+    }
+    results
+}
+
+/// Reads a container's state through liblxc's command socket (no fork).
+/// Runs on a worker thread: the handle is created and dropped there.
+pub fn is_running(lxcpath: &Path, name: &str) -> bool {
+    lxc_bindings::Container::new(name, lxcpath).is_ok_and(|c| c.is_running())
+}
+
+/// Stops every running container of the set in parallel (bounded).
+pub fn stop_set(lxcpath: &Path, timeout: Duration) -> Vec<Started> {
+    let names = container::own_names(lxcpath);
+    let mut results = Vec::new();
+    for chunk in names.chunks(START_CONCURRENCY) {
+        let batch: Vec<Started> = std::thread::scope(|s| {
+            let handles: Vec<_> = chunk
+                .iter()
+                .map(|name| {
+                    s.spawn(move || {
+                        let t0 = Instant::now();
+                        let (outcome, error) = if !is_running(lxcpath, name) {
+                            ("already", None)
+                        } else {
+                            match container::stop(lxcpath, name, timeout) {
+                                Ok(()) => ("stopped", None),
+                                Err(e) => ("failed", Some(format!("{e:#}"))),
+                            }
+                        };
+                        Started {
+                            name: name.clone(),
+                            order: 0,
+                            outcome: outcome.into(),
+                            error,
+                            ms: t0.elapsed().as_millis() as u64,
+                        }
+                    })
+                })
+                .collect();
+            handles.into_iter().filter_map(|h| h.join().ok()).collect()
+        });
+        results.extend(batch);
+    }
+    results
+}
+
+/// Processes using files under `dir`: "PID (COMM)" for every process whose
+/// cwd, root, executable or an open file lies there.
+pub fn holders(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for p in procs.flatten() {
+        let pid = p.file_name().to_string_lossy().into_owned();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let base = p.path();
+        let mut links: Vec<std::path::PathBuf> = ["cwd", "root", "exe"].iter().map(|l| base.join(l)).collect();
+        if let Ok(fds) = std::fs::read_dir(base.join("fd")) {
+            links.extend(fds.flatten().map(|f| f.path()));
+        }
+        if links.iter().any(|l| std::fs::read_link(l).is_ok_and(|t| t.starts_with(dir))) {
+            let comm = std::fs::read_to_string(base.join("comm")).unwrap_or_default();
+            out.push(format!("{pid} ({})", comm.trim()));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_status_json_is_read() {
+        let j = r#"{"node":"node1","stores":[{"name":"store1","held":true},{"name":"store2","held":false}]}"#;
+        assert_eq!(peer_holds_from_status(j, "store1"), Ok(true));
+        assert_eq!(peer_holds_from_status(j, "store2"), Ok(false));
+        assert!(peer_holds_from_status(j, "store3").is_err());
+        assert!(peer_holds_from_status("garbage", "store1").is_err());
+    }
+
+    #[test]
+    fn ssh_never_prompts() {
+        let c = ssh_cmd("ssh", "root@10.0.254.1", &["ctmgr", "release", "store1"], Duration::from_secs(5));
+        assert!(c.display().starts_with("ssh -o BatchMode=yes -o ConnectTimeout=5"));
+        assert!(c.display().ends_with("root@10.0.254.1 -- ctmgr release store1"));
+    }
+
+    #[test]
+    fn holders_finds_this_process_cwd() {
+        let d = tempfile::tempdir().unwrap();
+        let f = std::fs::File::create(d.path().join("x")).unwrap();
+        let h = holders(d.path());
+        assert!(h.iter().any(|p| p.starts_with(&format!("{} ", std::process::id()))), "{h:?}");
+        drop(f);
+    }
+}
