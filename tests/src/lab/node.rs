@@ -129,6 +129,18 @@ impl Node {
         out
     }
 
+    /// Runs `argv` in the node's network namespace only (the machine's file system, PATH
+    /// and hostname): for network set-up that names namespace files of the lab.
+    pub fn net_cmd(&self, argv: &[&str], timeout: Duration) -> Output {
+        let net = format!("--net={}", self.net.display());
+        let mut full = vec!["nsenter", net.as_str(), "--"];
+        full.extend_from_slice(argv);
+        let mut out = run::host(&full, timeout);
+        out.argv = argv.iter().map(|s| s.to_string()).collect();
+        out.argv.insert(0, format!("[{} net]", self.name));
+        out
+    }
+
     /// Runs `ctmgr ARGS` inside the node.
     pub fn ctmgr(&self, args: &[&str]) -> Output {
         let mut argv = vec!["ctmgr"];

@@ -327,7 +327,7 @@ fn lan_uplink(lab: &Lab, node: &Node) -> Result<()> {
         vec!["ip", "addr", "add", &addr, "dev", "br0"],
         vec!["ip", "link", "set", "br0", "up"],
     ] {
-        node.cmd_timeout(&argv, T_SHORT).check()?;
+        node.net_cmd(&argv, T_SHORT).check()?;
     }
     for argv in [
         vec!["ip", "link", "set", &port, "master", "lan"],
@@ -335,7 +335,7 @@ fn lan_uplink(lab: &Lab, node: &Node) -> Result<()> {
     ] {
         lab.lan_cmd(&argv).check()?;
     }
-    node.cmd_timeout(&["ip", "route", "add", "default", "via", files::GATEWAY], T_SHORT)
+    node.net_cmd(&["ip", "route", "add", "default", "via", files::GATEWAY], T_SHORT)
         .check()?;
     Ok(())
 }
@@ -345,22 +345,22 @@ fn lan_uplink(lab: &Lab, node: &Node) -> Result<()> {
 fn peer_link(lab: &Lab) -> Result<()> {
     let (n1, n2) = (lab.node(1), lab.node(2));
     let ns2 = lab.layout().ns_file("node2", "net").to_string_lossy().into_owned();
-    n1.cmd_timeout(&["ip", "link", "add", "eth1", "type", "veth", "peer", "name", "eth1-peer"], T_SHORT)
+    n1.net_cmd(&["ip", "link", "add", "eth1", "type", "veth", "peer", "name", "eth1-peer"], T_SHORT)
         .check()?;
-    n1.cmd_timeout(&["ip", "link", "set", "eth1-peer", "netns", &ns2], T_SHORT)
+    n1.net_cmd(&["ip", "link", "set", "eth1-peer", "netns", &ns2], T_SHORT)
         .check()?;
-    n2.cmd_timeout(&["ip", "link", "set", "eth1-peer", "name", "eth1"], T_SHORT)
+    n2.net_cmd(&["ip", "link", "set", "eth1-peer", "name", "eth1"], T_SHORT)
         .check()?;
     for (node, n) in [(n1, 1), (n2, 2)] {
         let addr = format!("{}/{}", files::peer_addr(n), files::PEER_PREFIX);
-        node.cmd_timeout(&["ip", "addr", "add", &addr, "dev", "eth1"], T_SHORT)
+        node.net_cmd(&["ip", "addr", "add", &addr, "dev", "eth1"], T_SHORT)
             .check()?;
-        node.cmd_timeout(&["ip", "link", "set", "eth1", "up"], T_SHORT)
+        node.net_cmd(&["ip", "link", "set", "eth1", "up"], T_SHORT)
             .check()?;
     }
     // Bounded wait for the link to carry traffic.
     let ok = run::wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
-        n1.cmd_timeout(&["ping", "-c", "1", "-W", "1", &files::peer_addr(2)], T_SHORT)
+        n1.net_cmd(&["ping", "-c", "1", "-W", "1", &files::peer_addr(2)], T_SHORT)
             .success()
     });
     anyhow::ensure!(ok, "node1 cannot ping node2 over the new peer link");

@@ -13,6 +13,8 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context, Result};
 use nix::fcntl::{Flock, FlockArg};
 use nix::mount::{umount2, MntFlags};
+use nix::sys::stat::{major, minor};
+use std::os::unix::fs::MetadataExt;
 
 use super::node::Node;
 use super::state::{Layout, LAB_ROOT};
@@ -99,12 +101,17 @@ pub(super) fn teardown(layout: &Layout) -> Result<()> {
         }
     }
 
+    // Loop devices before the lab directory's mounts go: identified by image inode.
+    let images = image_ids(&layout.dir);
+    if let Err(e) = detach_loops(&images) {
+        err("detaching loop devices", e);
+    }
     // Every mount under the lab directory, deepest first: namespace files (which frees the
     // namespaces, their interfaces and their mounts) and the directory's own bind.
     if let Err(e) = unmount_under(&layout.dir) {
         err("unmounting", e);
     }
-    if let Err(e) = detach_loops(&layout.dir) {
+    if let Err(e) = wait_loops_gone(&images) {
         err("detaching loop devices", e);
     }
     if layout.dir.exists() {
@@ -141,34 +148,75 @@ fn unmount_under(dir: &Path) -> Result<()> {
     super::errors_to_result(errors)
 }
 
-/// Loop devices whose backing file is under `dir`.
-fn lab_loops(dir: &Path) -> Result<Vec<String>> {
-    let out = host(
-        &["losetup", "--list", "--noheadings", "--raw", "--output", "NAME,BACK-FILE"],
-        T,
-    )
-    .check()?;
-    let prefix = format!("{}/", dir.display());
-    Ok(out
-        .stdout
-        .lines()
-        .filter_map(|l| l.split_once(' '))
-        .filter(|(_, back)| back.starts_with(&prefix))
-        .map(|(name, _)| name.to_string())
+/// (major:minor, inode) of the store images in `dir`: what identifies their loop devices even
+/// after the path they were attached by is gone.
+fn image_ids(dir: &Path) -> Vec<(String, u64)> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".img"))
+        .filter_map(|e| e.metadata().ok())
+        .map(|md| {
+            let dev = md.dev();
+            (format!("{}:{}", major(dev), minor(dev)), md.ino())
+        })
+        .collect()
+}
+
+/// Loop devices backed by one of `images`.
+fn lab_loops(images: &[(String, u64)]) -> Result<Vec<String>> {
+    if images.is_empty() {
+        return Ok(Vec::new());
+    }
+    let out = host(&["losetup", "--list", "--json", "--output", "NAME,BACK-INO,BACK-MAJ:MIN"], T).check()?;
+    if out.stdout.trim().is_empty() {
+        return Ok(Vec::new()); // no loop device at all
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(&out.stdout).context("parsing losetup --json")?;
+    let devs = v["loopdevices"].as_array().cloned().unwrap_or_default();
+    Ok(devs
+        .iter()
+        .filter(|d| {
+            let majmin = d["back-maj:min"].as_str().unwrap_or("").trim().to_string();
+            let ino = match &d["back-ino"] {
+                serde_json::Value::Number(n) => n.as_u64(),
+                serde_json::Value::String(s) => s.trim().parse().ok(),
+                _ => None,
+            };
+            images.iter().any(|(mm, i)| *mm == majmin && Some(*i) == ino)
+        })
+        .filter_map(|d| d["name"].as_str().map(str::to_string))
         .collect())
 }
 
-fn detach_loops(dir: &Path) -> Result<()> {
-    for dev in lab_loops(dir)? {
-        // Busy (a mount namespace still going away): the kernel detaches it when released.
+/// `losetup -d`: a device still in use (its Btrfs in a mount namespace that is going away)
+/// is detached by the kernel when released, which [`wait_loops_gone`] waits for.
+fn detach_loops(images: &[(String, u64)]) -> Result<()> {
+    for dev in lab_loops(images)? {
         let _ = host(&["losetup", "-d", &dev], T);
     }
+    Ok(())
+}
+
+fn wait_loops_gone(images: &[(String, u64)]) -> Result<()> {
     let mut left = Vec::new();
     let gone = run::wait_until(Duration::from_secs(15), Duration::from_millis(100), || {
-        left = lab_loops(dir).unwrap_or_default();
+        left = lab_loops(images).unwrap_or_default();
         left.is_empty()
     });
-    anyhow::ensure!(gone, "loop devices still attached: {left:?}");
+    if !gone {
+        // A second try, now that the namespaces are gone.
+        detach_loops(images)?;
+        anyhow::ensure!(
+            run::wait_until(Duration::from_secs(5), Duration::from_millis(100), || {
+                lab_loops(images).map(|l| l.is_empty()).unwrap_or(false)
+            }),
+            "loop devices still attached: {left:?}"
+        );
+    }
     Ok(())
 }
 
