@@ -53,7 +53,8 @@ pub fn is_read_only(path: &Path) -> Result<bool, BtrfsError> {
 /// Sets or clears the read-only flag of subvolume `path`.
 pub fn set_read_only(path: &Path, ro: bool) -> Result<(), BtrfsError> {
     let sv = Subvolume::get(path).map_err(|e| err("open subvolume", path, e))?;
-    sv.set_ro(ro).map_err(|e| err("set read-only flag of", path, e))
+    sv.set_ro(ro)
+        .map_err(|e| err("set read-only flag of", path, e))
 }
 
 /// UUID and parent UUID of subvolume `path`.

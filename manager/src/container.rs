@@ -17,7 +17,9 @@ use anyhow::{bail, Context, Result};
 use lxc_bindings::Container;
 use serde::Serialize;
 
-use crate::config::{Config, Store};
+#[cfg(test)]
+use crate::config::Config;
+use crate::config::Store;
 use crate::exit::{refuse, usage};
 use crate::mountinfo::Mount;
 use crate::runner::{self, Cmd};
@@ -121,7 +123,10 @@ pub fn locate<'c>(name: &str, stores: &[StoreHere<'c>]) -> Result<Located<'c>> {
             )));
         }
     }
-    if stores.iter().any(|s| s.held() && s.store.lxcpath().join(name).exists()) {
+    if stores
+        .iter()
+        .any(|s| s.held() && s.store.lxcpath().join(name).exists())
+    {
         return Err(refuse(format!(
             "container {name} here is a replica of a container on the peer's store; start it on the node that holds that store"
         )));
@@ -306,8 +311,14 @@ fn create_inner(req: &CreateRequest<'_>, lxcpath: &Path, hwaddr: &str) -> Result
         ("lxc.net.0.flags".into(), "up".into()),
         ("lxc.net.0.hwaddr".into(), hwaddr.into()),
         ("lxc.mount.fstab".into(), fstab.display().to_string()),
-        ("lxc.start.order".into(), req.template.start_order.to_string()),
-        ("lxc.hook.pre-start".into(), guard_hook(req.guard, req.store)),
+        (
+            "lxc.start.order".into(),
+            req.template.start_order.to_string(),
+        ),
+        (
+            "lxc.hook.pre-start".into(),
+            guard_hook(req.guard, req.store),
+        ),
     ];
     for (k, v) in items.iter().chain(req.template.config.iter()) {
         c.set_config_item(k, v)
@@ -317,11 +328,17 @@ fn create_inner(req: &CreateRequest<'_>, lxcpath: &Path, hwaddr: &str) -> Result
         let data = dir.join("data");
         crate::btrfs::create_subvolume(&data)?;
         let mut text = fs::read_to_string(&fstab).unwrap_or_default();
-        text.push_str(&format!("{} {sub} none bind,create=dir 0 0\n", data.display()));
+        text.push_str(&format!(
+            "{} {sub} none bind,create=dir 0 0\n",
+            data.display()
+        ));
         crate::fsutil::write_atomic(&fstab, text.as_bytes(), 0o644)?;
     }
     c.save_config(None)?;
-    let settings = format!("# ctmgr settings for this container (docs/snapshots.md)\ntemplate = {:?}\n", req.template.name);
+    let settings = format!(
+        "# ctmgr settings for this container (docs/snapshots.md)\ntemplate = {:?}\n",
+        req.template.name
+    );
     crate::fsutil::write_atomic(&dir.join(SETTINGS_FILE), settings.as_bytes(), 0o644)?;
     Ok(())
 }
@@ -367,7 +384,11 @@ pub fn info(name: &str, store: &Store, lxcpath: &Path) -> Info {
     let (state, pid) = match Container::new(name, lxcpath) {
         Ok(c) => {
             let state = c.state();
-            let pid = if state.as_str() == "STOPPED" { None } else { c.init_pid() };
+            let pid = if state.as_str() == "STOPPED" {
+                None
+            } else {
+                c.init_pid()
+            };
             (state.as_str().to_string(), pid)
         }
         Err(e) => (format!("ERROR: {e}"), None),
@@ -457,7 +478,14 @@ pub fn child_op(op: &str, lxcpath: &Path, name: &str, timeout: Duration) -> Resu
         Ok(())
     } else {
         let msg = out.stderr.trim();
-        bail!("{}", if msg.is_empty() { "failed without a message" } else { msg })
+        bail!(
+            "{}",
+            if msg.is_empty() {
+                "failed without a message"
+            } else {
+                msg
+            }
+        )
     }
 }
 
@@ -499,7 +527,10 @@ pub fn stop_here(lxcpath: &Path, name: &str, secs: i32) -> Result<()> {
     }
     let clean = c.shutdown(secs).unwrap_or(false);
     if !clean && c.is_running() {
-        tracing::warn!(container = name, "did not shut down within {secs} s; killing it");
+        tracing::warn!(
+            container = name,
+            "did not shut down within {secs} s; killing it"
+        );
         c.stop()?;
     }
     if !c.wait("STOPPED", 10) {
@@ -520,7 +551,10 @@ mod tests {
     #[test]
     fn config_parsing_helpers() {
         let text = "lxc.rootfs.path = btrfs:/srv/store1/containers/web/rootfs\nlxc.start.order = 10\nlxc.net.0.hwaddr = 00:16:3E:aa:bb:cc\n";
-        assert_eq!(rootfs_of(text).unwrap(), PathBuf::from("/srv/store1/containers/web/rootfs"));
+        assert_eq!(
+            rootfs_of(text).unwrap(),
+            PathBuf::from("/srv/store1/containers/web/rootfs")
+        );
         assert_eq!(start_order_of(text), 10);
         assert_eq!(start_order_of(""), 50);
     }
@@ -529,7 +563,11 @@ mod tests {
     fn hwaddrs_are_unique_and_in_the_lxc_range() {
         let dir = tempfile::tempdir().unwrap();
         fs::create_dir_all(dir.path().join("a")).unwrap();
-        fs::write(dir.path().join("a/config"), "lxc.net.0.hwaddr = 00:16:3E:AA:BB:CC\n").unwrap();
+        fs::write(
+            dir.path().join("a/config"),
+            "lxc.net.0.hwaddr = 00:16:3E:AA:BB:CC\n",
+        )
+        .unwrap();
         let used = used_hwaddrs(&[dir.path().to_path_buf()]);
         assert!(used.contains("00:16:3e:aa:bb:cc"));
         let mac = new_hwaddr(&used).unwrap();
@@ -573,8 +611,7 @@ pub const SETTINGS_FILE: &str = "ctmgr.toml";
 pub fn settings(dir: &Path) -> Result<Settings> {
     let path = dir.join(SETTINGS_FILE);
     match fs::read_to_string(&path) {
-        Ok(text) => toml::from_str(&text)
-            .map_err(|e| usage(format!("{}: {e}", path.display()))),
+        Ok(text) => toml::from_str(&text).map_err(|e| usage(format!("{}: {e}", path.display()))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Settings::default()),
         Err(e) => Err(e).with_context(|| format!("failed to read {}", path.display())),
     }

@@ -95,8 +95,17 @@ mod tests {
     #[test]
     fn parses_hook_arguments_with_lxc_suffix() {
         let a = parse_args(&s(&[
-            "--store", "store1", "--mountpoint", "/srv/store1", "--device", "/dev/drbd0",
-            "--drbd-resource", "r0", "web", "lxc", "pre-start",
+            "--store",
+            "store1",
+            "--mountpoint",
+            "/srv/store1",
+            "--device",
+            "/dev/drbd0",
+            "--drbd-resource",
+            "r0",
+            "web",
+            "lxc",
+            "pre-start",
         ]))
         .unwrap();
         assert_eq!(a.store, "store1");
@@ -110,12 +119,21 @@ mod tests {
     #[test]
     fn refuses_when_the_store_is_not_mounted() {
         let a = parse_args(&s(&[
-            "--store", "store9", "--mountpoint", "/nonexistent/ctmgr-store9", "--device", "/dev/null", "web",
+            "--store",
+            "store9",
+            "--mountpoint",
+            "/nonexistent/ctmgr-store9",
+            "--device",
+            "/dev/null",
+            "web",
         ]))
         .unwrap();
         let runner = crate::runner::RecordingRunner::new();
         let msg = check(&a, &runner).unwrap_err();
         assert!(msg.contains("refusing to start container web"), "{msg}");
-        assert!(msg.contains("not mounted at /nonexistent/ctmgr-store9"), "{msg}");
+        assert!(
+            msg.contains("not mounted at /nonexistent/ctmgr-store9"),
+            "{msg}"
+        );
     }
 }

@@ -100,10 +100,20 @@ mod tests {
             refused_by: None,
             error: None,
             total_ms: 1234,
-            steps: vec![Step { step: "promote".into(), outcome: "done".into(), ms: 12, detail: String::new() }],
+            steps: vec![Step {
+                step: "promote".into(),
+                outcome: "done".into(),
+                ms: 12,
+                detail: String::new(),
+            }],
         };
         append(&e).unwrap();
-        std::fs::OpenOptions::new().append(true).open(path()).unwrap().write_all(b"{\"torn").unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(path())
+            .unwrap()
+            .write_all(b"{\"torn")
+            .unwrap();
         assert_eq!(last_for("store1", &["takeover", "release"]), Some(e));
         assert!(last_for("store2", &["takeover"]).is_none());
     }

@@ -82,7 +82,11 @@ pub fn lock_store(store: &str, wait: Wait, on_wait: &dyn Fn(&str)) -> Result<Sto
                 let holder = std::fs::read_to_string(&path)
                     .map(|s| s.trim().to_string())
                     .unwrap_or_default();
-                let holder = if holder.is_empty() { "unknown".to_string() } else { holder };
+                let holder = if holder.is_empty() {
+                    "unknown".to_string()
+                } else {
+                    holder
+                };
                 match wait {
                     Wait::No => {
                         return Err(LockError::Busy {
@@ -133,9 +137,16 @@ mod tests {
         let first = lock_store("s1", Wait::No, &|_| {}).unwrap();
         let err = lock_store("s1", Wait::No, &|_| {}).unwrap_err();
         assert!(err.to_string().contains("--no-wait"), "{err}");
-        assert!(err.to_string().contains(&format!("pid {}", std::process::id())), "{err}");
+        assert!(
+            err.to_string()
+                .contains(&format!("pid {}", std::process::id())),
+            "{err}"
+        );
         let told = std::cell::Cell::new(false);
-        let err = lock_store("s1", Wait::Upto(Duration::from_millis(200)), &|_| told.set(true)).unwrap_err();
+        let err = lock_store("s1", Wait::Upto(Duration::from_millis(200)), &|_| {
+            told.set(true)
+        })
+        .unwrap_err();
         assert!(matches!(err, LockError::TimedOut { .. }));
         assert!(told.get());
         lock_store("s2", Wait::No, &|_| {}).unwrap();

@@ -68,9 +68,17 @@ pub enum Command {
     #[command(subcommand)]
     Drbd(commands::drbd::DrbdCommand),
     #[command(name = "__lxc-start", hide = true)]
-    LxcStart { lxcpath: PathBuf, name: String, secs: i32 },
+    LxcStart {
+        lxcpath: PathBuf,
+        name: String,
+        secs: i32,
+    },
     #[command(name = "__lxc-stop", hide = true)]
-    LxcStop { lxcpath: PathBuf, name: String, secs: i32 },
+    LxcStop {
+        lxcpath: PathBuf,
+        name: String,
+        secs: i32,
+    },
 }
 
 fn init_logging(verbose: u8, quiet: bool) {

@@ -43,7 +43,8 @@ impl Cmd {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        self.args.extend(args.into_iter().map(|a| a.as_ref().to_string()));
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_string()));
         self
     }
 
@@ -225,8 +226,18 @@ pub fn wait_with_deadline(child: &mut Child, cmd: &Cmd) -> Result<Output, RunErr
             String::from_utf8_lossy(&buf).into_owned()
         })
     };
-    let out = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
-    let err = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let out = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let err = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
     let deadline = Instant::now() + cmd.timeout;
     let status = loop {
         match child.try_wait() {
@@ -331,7 +342,10 @@ mod tests {
         let runner = SystemRunner::default();
         let cmd = Cmd::new("ls").arg("/nonexistent-ctmgr-path");
         let err = runner.run_ok(&cmd).unwrap_err().to_string();
-        assert!(err.contains("`ls /nonexistent-ctmgr-path` failed with exit code 2"), "{err}");
+        assert!(
+            err.contains("`ls /nonexistent-ctmgr-path` failed with exit code 2"),
+            "{err}"
+        );
         assert!(err.contains("No such file"), "{err}");
     }
 
@@ -369,7 +383,12 @@ mod tests {
     fn recording_runner_answers_from_its_script() {
         let r = RecordingRunner::new();
         r.answer("drbdadm role r0", 0, "Primary\n", "");
-        assert_eq!(r.run(&Cmd::new("drbdadm").args(["role", "r0"])).unwrap().stdout, "Primary\n");
+        assert_eq!(
+            r.run(&Cmd::new("drbdadm").args(["role", "r0"]))
+                .unwrap()
+                .stdout,
+            "Primary\n"
+        );
         assert!(r.run(&Cmd::new("drbdadm").arg("up")).is_err());
         assert_eq!(r.commands(), vec!["drbdadm role r0", "drbdadm up"]);
     }

@@ -38,6 +38,9 @@ const DELETING: &str = ".ctmgr-deleting-";
 const NAME_FORMAT: &str = "%Y%m%dT%H%M%SZ";
 const TS_FORMAT: &str = "%Y:%m:%d %H:%M:%S";
 
+/// Freeze and thaw callbacks wrapped around the Btrfs snapshots.
+pub type FreezeHooks<'a> = (&'a dyn Fn() -> Result<()>, &'a dyn Fn() -> Result<()>);
+
 /// One snapshot as listed.
 #[derive(Debug, Clone, Serialize)]
 pub struct SnapshotInfo {
@@ -149,7 +152,7 @@ pub fn take(
     container_dir: &Path,
     comment: Option<&str>,
     now: DateTime<Utc>,
-    freeze: Option<(&dyn Fn() -> Result<()>, &dyn Fn() -> Result<()>)>,
+    freeze: Option<FreezeHooks<'_>>,
 ) -> Result<SnapshotInfo> {
     let container = container_dir
         .file_name()
@@ -238,7 +241,9 @@ pub fn describe(container: &str, name: &str, dir: &Path) -> SnapshotInfo {
             .map(|t| t.with_timezone(&Utc))
     });
     let (uuid, parent_uuid) = if is_sub {
-        btrfs::uuids(&rootfs).map(|(u, p)| (Some(u), p)).unwrap_or((None, None))
+        btrfs::uuids(&rootfs)
+            .map(|(u, p)| (Some(u), p))
+            .unwrap_or((None, None))
     } else {
         (None, None)
     };
@@ -286,7 +291,10 @@ pub fn delete(container_dir: &Path, name: &str) -> Result<()> {
     crate::names::validate("snapshot", name)?;
     let dir = container_dir.join(SNAPS_DIR).join(name);
     if !dir.exists() {
-        bail!("no snapshot {name} in {}", container_dir.join(SNAPS_DIR).display());
+        bail!(
+            "no snapshot {name} in {}",
+            container_dir.join(SNAPS_DIR).display()
+        );
     }
     let doomed = container_dir.join(format!("{DELETING}{name}"));
     fs::rename(&dir, &doomed).with_context(|| format!("failed to move {} aside", dir.display()))?;
@@ -310,7 +318,10 @@ pub fn restore(container_dir: &Path, snap: &str, now: DateTime<Utc>) -> Result<R
     let sdir = container_dir.join(SNAPS_DIR).join(snap);
     let info = describe("", snap, &sdir);
     if !sdir.exists() {
-        bail!("no snapshot {snap} in {}", container_dir.join(SNAPS_DIR).display());
+        bail!(
+            "no snapshot {snap} in {}",
+            container_dir.join(SNAPS_DIR).display()
+        );
     }
     if let Some(d) = info.damaged {
         bail!("snapshot {snap} is damaged ({d}); not restoring from it");
@@ -337,9 +348,11 @@ pub fn restore(container_dir: &Path, snap: &str, now: DateTime<Utc>) -> Result<R
         }
         btrfs::snapshot(&src, &fresh, false)?;
         if live.exists() {
-            fs::rename(&live, &old).with_context(|| format!("failed to move {} aside", live.display()))?;
+            fs::rename(&live, &old)
+                .with_context(|| format!("failed to move {} aside", live.display()))?;
         }
-        fs::rename(&fresh, &live).with_context(|| format!("failed to put the restored {sub} in place"))?;
+        fs::rename(&fresh, &live)
+            .with_context(|| format!("failed to put the restored {sub} in place"))?;
         if btrfs::is_subvolume(&old) {
             btrfs::delete_subvolume(&old)?;
         }
@@ -350,7 +363,10 @@ pub fn restore(container_dir: &Path, snap: &str, now: DateTime<Utc>) -> Result<R
     let restored = rewrite_paths(&snap_config, &sdir, container_dir);
     let before: BTreeSet<&str> = current.lines().collect();
     let after: BTreeSet<&str> = restored.lines().collect();
-    let mut config_changes: Vec<String> = before.difference(&after).map(|l| format!("- {l}")).collect();
+    let mut config_changes: Vec<String> = before
+        .difference(&after)
+        .map(|l| format!("- {l}"))
+        .collect();
     config_changes.extend(after.difference(&before).map(|l| format!("+ {l}")));
     write_atomic(&container_dir.join("config"), restored.as_bytes(), 0o640)?;
     let cur_fstab = fs::read_to_string(container_dir.join("fstab")).unwrap_or_default();
@@ -367,7 +383,9 @@ pub fn restore(container_dir: &Path, snap: &str, now: DateTime<Utc>) -> Result<R
 
 /// The hook line of a config, for checks that the guard survives snapshots.
 pub fn hook_of(config: &str) -> Option<String> {
-    config_values(config, "lxc.hook.pre-start").pop().map(str::to_string)
+    config_values(config, "lxc.hook.pre-start")
+        .pop()
+        .map(str::to_string)
 }
 
 #[cfg(test)]
@@ -388,11 +406,19 @@ mod tests {
     #[test]
     fn paths_are_rewritten_only_in_path_keys() {
         let cfg = "lxc.rootfs.path = btrfs:/srv/s/containers/web/rootfs\nlxc.mount.fstab = /srv/s/containers/web/fstab\nlxc.uts.name = web\n";
-        let out = rewrite_paths(cfg, Path::new("/srv/s/containers/web"), Path::new("/srv/s/containers/web/snaps/X"));
+        let out = rewrite_paths(
+            cfg,
+            Path::new("/srv/s/containers/web"),
+            Path::new("/srv/s/containers/web/snaps/X"),
+        );
         assert!(out.contains("btrfs:/srv/s/containers/web/snaps/X/rootfs"));
         assert!(out.contains("lxc.mount.fstab = /srv/s/containers/web/snaps/X/fstab"));
         assert!(out.contains("lxc.uts.name = web"));
-        let back = rewrite_paths(&out, Path::new("/srv/s/containers/web/snaps/X"), Path::new("/srv/s/containers/web"));
+        let back = rewrite_paths(
+            &out,
+            Path::new("/srv/s/containers/web/snaps/X"),
+            Path::new("/srv/s/containers/web"),
+        );
         assert_eq!(back, cfg);
     }
 
@@ -405,7 +431,11 @@ mod tests {
         let l = list(&c);
         assert_eq!(l.len(), 2);
         assert_eq!(l[0].name, "20260101T000000Z");
-        assert!(l[0].damaged.as_deref().unwrap().contains("rootfs is not a Btrfs subvolume"));
+        assert!(l[0]
+            .damaged
+            .as_deref()
+            .unwrap()
+            .contains("rootfs is not a Btrfs subvolume"));
         assert!(l[1].damaged.as_deref().unwrap().contains("missing ts"));
         assert_eq!(l[1].time, None);
     }

@@ -133,7 +133,9 @@ pub fn local_lxcpaths(config: &Config, mounts: &[Mount]) -> Vec<PathBuf> {
     config
         .stores
         .iter()
-        .filter(|s| mountinfo::at(mounts, &s.mountpoint).is_some_and(|m| mount_is_store(m, &s.device)))
+        .filter(|s| {
+            mountinfo::at(mounts, &s.mountpoint).is_some_and(|m| mount_is_store(m, &s.device))
+        })
         .map(|s| s.lxcpath())
         .collect()
 }
@@ -156,7 +158,10 @@ mod tests {
         let dev = Path::new("/dev/drbd0");
         assert_eq!(holding(mp, dev, Some("r0"), &r, &m), Holding::Held);
         assert_eq!(holding(mp, dev, None, &r, &m), Holding::Held);
-        assert_eq!(holding(Path::new("/srv/store2"), dev, None, &r, &m), Holding::NotMounted);
+        assert_eq!(
+            holding(Path::new("/srv/store2"), dev, None, &r, &m),
+            Holding::NotMounted
+        );
         let other = holding(mp, Path::new("/dev/drbd9"), None, &r, &m);
         assert!(matches!(other, Holding::Occupied { .. }), "{other:?}");
     }
@@ -166,9 +171,26 @@ mod tests {
         let r = RecordingRunner::new();
         r.answer("drbdadm role r0", 0, "Secondary/Primary\n", "");
         let m = mounts("301 22 0:52 / /srv/store1 rw - btrfs /dev/drbd0 rw\n");
-        let h = holding(Path::new("/srv/store1"), Path::new("/dev/drbd0"), Some("r0"), &r, &m);
-        assert_eq!(h, Holding::NotPrimary { role: "Secondary".into() });
-        let h = holding(Path::new("/srv/store1"), Path::new("/dev/drbd0"), Some("r9"), &r, &m);
+        let h = holding(
+            Path::new("/srv/store1"),
+            Path::new("/dev/drbd0"),
+            Some("r0"),
+            &r,
+            &m,
+        );
+        assert_eq!(
+            h,
+            Holding::NotPrimary {
+                role: "Secondary".into()
+            }
+        );
+        let h = holding(
+            Path::new("/srv/store1"),
+            Path::new("/dev/drbd0"),
+            Some("r9"),
+            &r,
+            &m,
+        );
         assert!(matches!(h, Holding::RoleUnknown { .. }));
     }
 
@@ -176,7 +198,15 @@ mod tests {
     fn a_tmpfs_on_the_mountpoint_is_not_the_store() {
         let r = RecordingRunner::new();
         let m = mounts("301 22 0:52 / /srv/store1 rw - tmpfs tmpfs rw\n");
-        let h = holding(Path::new("/srv/store1"), Path::new("/dev/drbd0"), None, &r, &m);
-        assert!(h.describe(Path::new("/srv/store1")).contains("occupied by tmpfs"));
+        let h = holding(
+            Path::new("/srv/store1"),
+            Path::new("/dev/drbd0"),
+            None,
+            &r,
+            &m,
+        );
+        assert!(h
+            .describe(Path::new("/srv/store1"))
+            .contains("occupied by tmpfs"));
     }
 }

@@ -86,9 +86,10 @@ pub fn parse(name: &str, source_name: &str, text: &str) -> Result<Template, Temp
     })?;
     t.name = name.to_string();
     t.source = source_name.to_string();
-    if t.data_subvolume.as_deref().is_some_and(|p| {
-        p.starts_with('/') || p.split('/').any(|c| c == ".." || c.is_empty())
-    }) {
+    if t.data_subvolume
+        .as_deref()
+        .is_some_and(|p| p.starts_with('/') || p.split('/').any(|c| c == ".." || c.is_empty()))
+    {
         return Err(TemplateError::Invalid {
             name: name.to_string(),
             source_name: source_name.to_string(),
@@ -158,7 +159,9 @@ mod tests {
 
     #[test]
     fn unknown_template_lists_the_known_ones() {
-        let err = load("nope", Path::new("/nonexistent")).unwrap_err().to_string();
+        let err = load("nope", Path::new("/nonexistent"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("busybox, debian, mysql"), "{err}");
     }
 
@@ -178,9 +181,19 @@ mod tests {
 
     #[test]
     fn bad_profiles_are_refused() {
-        let err = parse("x", "test", "lxc_template = \"busybox\"\ndescription=\"d\"\nbogus = 1\n").unwrap_err();
+        let err = parse(
+            "x",
+            "test",
+            "lxc_template = \"busybox\"\ndescription=\"d\"\nbogus = 1\n",
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("bogus"), "{err}");
-        let err = parse("x", "test", "lxc_template = \"b\"\ndescription=\"d\"\ndata_subvolume = \"../etc\"\n").unwrap_err();
+        let err = parse(
+            "x",
+            "test",
+            "lxc_template = \"b\"\ndescription=\"d\"\ndata_subvolume = \"../etc\"\n",
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("data_subvolume"));
         assert!(load("../x", Path::new("/")).is_err());
     }

@@ -258,7 +258,10 @@ mod tests {
 
     #[test]
     fn captures_output_and_code() {
-        let out = host(&["sh", "-c", "echo out; echo err >&2; exit 3"], DEFAULT_TIMEOUT);
+        let out = host(
+            &["sh", "-c", "echo out; echo err >&2; exit 3"],
+            DEFAULT_TIMEOUT,
+        );
         assert_eq!(out.code(), Some(3));
         assert_eq!(out.stdout, "out\n");
         assert_eq!(out.stderr, "err\n");
@@ -268,7 +271,10 @@ mod tests {
     #[test]
     fn kills_on_deadline_even_with_a_lingering_grandchild() {
         let t = Instant::now();
-        let out = host(&["sh", "-c", "sleep 30 & sleep 30"], Duration::from_millis(300));
+        let out = host(
+            &["sh", "-c", "sleep 30 & sleep 30"],
+            Duration::from_millis(300),
+        );
         assert!(out.timed_out, "{out}");
         assert!(t.elapsed() < Duration::from_secs(5));
     }

@@ -9,7 +9,6 @@ use anyhow::{Context, Result};
 use ctmgr::config::Config;
 use ctmgr::drbd::{self, render::Format, status};
 use ctmgr::exit::{usage, ExitStatus};
-use ctmgr::runner::Runner;
 
 use super::{print_json, print_table, Session};
 
@@ -52,15 +51,38 @@ pub fn status(s: &Session) -> Result<ExitStatus> {
                 r.connection.as_str().to_string(),
                 r.peer_role.to_string(),
                 r.peer_disk.to_string(),
-                r.sync_percent.map(|p| format!("{p:.1}%")).unwrap_or_else(|| "-".into()),
+                r.sync_percent
+                    .map(|p| format!("{p:.1}%"))
+                    .unwrap_or_else(|| "-".into()),
             ],
-            None => vec![st.name.clone(), res.to_string(), "down".into(), "-".into(), "-".into(), "-".into(), "-".into(), "-".into()],
+            None => vec![
+                st.name.clone(),
+                res.to_string(),
+                "down".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+            ],
         });
     }
     if s.json {
         print_json(&serde_json::json!({ "node": s.node, "source": source, "resources": json }))?;
     } else {
-        print_table(&["STORE", "RESOURCE", "ROLE", "DISK", "CONNECTION", "PEER ROLE", "PEER DISK", "SYNC"], &rows)?;
+        print_table(
+            &[
+                "STORE",
+                "RESOURCE",
+                "ROLE",
+                "DISK",
+                "CONNECTION",
+                "PEER ROLE",
+                "PEER DISK",
+                "SYNC",
+            ],
+            &rows,
+        )?;
     }
     Ok(ExitStatus::Done)
 }
@@ -70,7 +92,8 @@ fn read_secret(config: &Config) -> Result<Option<String>> {
         return Ok(None);
     };
     use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path).with_context(|| format!("cannot read the DRBD secret file {}", path.display()))?;
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("cannot read the DRBD secret file {}", path.display()))?;
     if meta.permissions().mode() & 0o077 != 0 {
         return Err(usage(format!(
             "the DRBD secret file {} is readable by others; run `chmod 600 {}`",
@@ -78,7 +101,8 @@ fn read_secret(config: &Config) -> Result<Option<String>> {
             path.display()
         )));
     }
-    let secret = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let secret =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     Ok(Some(secret.trim().to_string()))
 }
 
@@ -88,10 +112,16 @@ pub fn inputs(config: &Config, secret: Option<&str>) -> Result<Vec<drbd::ResInpu
     for st in config.stores.iter().filter(|st| st.is_replicated()) {
         let res = st.drbd_resource.clone().unwrap_or_default();
         let minor = st.minor().ok_or_else(|| {
-            usage(format!("store {}: set drbd_minor or use a /dev/drbdN device so the minor is known", st.name))
+            usage(format!(
+                "store {}: set drbd_minor or use a /dev/drbdN device so the minor is known",
+                st.name
+            ))
         })?;
         let disk = st.backing_disk.clone().ok_or_else(|| {
-            usage(format!("store {}: backing_disk is needed to render its DRBD resource {res}", st.name))
+            usage(format!(
+                "store {}: backing_disk is needed to render its DRBD resource {res}",
+                st.name
+            ))
         })?;
         out.push(drbd::ResInput {
             resource: res,
@@ -140,17 +170,22 @@ pub fn render(s: &Session, format: Option<&str>, out: &Path) -> Result<ExitStatu
         }
         if let Err(e) = drbd::validate_with_drbdadm(&tmp, &input.resource, &drbdadm) {
             let _ = std::fs::remove_file(&tmp);
-            return Err(anyhow::Error::new(e).context(format!("drbdadm rejected the rendered {}", path.display())));
+            return Err(anyhow::Error::new(e)
+                .context(format!("drbdadm rejected the rendered {}", path.display())));
         }
         std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
-        s.say(&format!("wrote {} (checked by drbdadm dump)", path.display()));
+        s.say(&format!(
+            "wrote {} (checked by drbdadm dump)",
+            path.display()
+        ));
     }
     Ok(ExitStatus::Done)
 }
 
 /// `drbd lint` works without cluster.toml; with it, homes sharpen the checks.
 pub fn lint(config: Option<&Config>, file: &Path, hosts: &Path, json: bool) -> Result<ExitStatus> {
-    let text = std::fs::read_to_string(file).map_err(|e| usage(format!("cannot read {}: {e}", file.display())))?;
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| usage(format!("cannot read {}: {e}", file.display())))?;
     let hosts_text = std::fs::read_to_string(hosts).unwrap_or_default();
     let hosts_map = drbd::parse_hosts(&hosts_text);
     let homes: BTreeMap<String, String> = config
@@ -161,8 +196,12 @@ pub fn lint(config: Option<&Config>, file: &Path, hosts: &Path, json: bool) -> R
                 .collect()
         })
         .unwrap_or_default();
-    let findings = drbd::lint_with_homes(&text, file, &hosts_map, &homes).map_err(|e| usage(e.to_string()))?;
-    let errors = findings.iter().filter(|f| matches!(f.severity, drbd::Severity::Error)).count();
+    let findings =
+        drbd::lint_with_homes(&text, file, &hosts_map, &homes).map_err(|e| usage(e.to_string()))?;
+    let errors = findings
+        .iter()
+        .filter(|f| matches!(f.severity, drbd::Severity::Error))
+        .count();
     if json {
         let items: Vec<_> = findings
             .iter()
@@ -172,11 +211,22 @@ pub fn lint(config: Option<&Config>, file: &Path, hosts: &Path, json: bool) -> R
     } else {
         let mut out = std::io::stdout().lock();
         for f in &findings {
-            writeln!(out, "{}:{}: {}: {}", file.display(), f.line, format!("{:?}", f.severity).to_lowercase(), f.message)?;
+            writeln!(
+                out,
+                "{}:{}: {}: {}",
+                file.display(),
+                f.line,
+                format!("{:?}", f.severity).to_lowercase(),
+                f.message
+            )?;
         }
         if findings.is_empty() {
             writeln!(out, "{}: no problems found", file.display())?;
         }
     }
-    Ok(if errors > 0 { ExitStatus::Failed } else { ExitStatus::Done })
+    Ok(if errors > 0 {
+        ExitStatus::Failed
+    } else {
+        ExitStatus::Done
+    })
 }

@@ -34,7 +34,10 @@ pub struct DestroyArgs {
 /// Locates every name first, so a typo changes nothing.
 fn locate_all<'s>(s: &'s Session, names: &[String]) -> Result<Vec<Located<'s>>> {
     let stores = s.stores();
-    names.iter().map(|n| container::locate(n, &stores)).collect()
+    names
+        .iter()
+        .map(|n| container::locate(n, &stores))
+        .collect()
 }
 
 pub fn start(s: &Session, args: &StartArgs) -> Result<ExitStatus> {
@@ -49,7 +52,11 @@ pub fn start(s: &Session, args: &StartArgs) -> Result<ExitStatus> {
             }
         }
     }
-    Ok(if failed == 0 { ExitStatus::Done } else { ExitStatus::Failed })
+    Ok(if failed == 0 {
+        ExitStatus::Done
+    } else {
+        ExitStatus::Failed
+    })
 }
 
 pub fn stop(s: &Session, args: &StopArgs) -> Result<ExitStatus> {
@@ -64,7 +71,11 @@ pub fn stop(s: &Session, args: &StopArgs) -> Result<ExitStatus> {
             }
         }
     }
-    Ok(if failed == 0 { ExitStatus::Done } else { ExitStatus::Failed })
+    Ok(if failed == 0 {
+        ExitStatus::Done
+    } else {
+        ExitStatus::Failed
+    })
 }
 
 pub fn destroy(s: &Session, args: &DestroyArgs) -> Result<ExitStatus> {
@@ -95,6 +106,9 @@ pub fn destroy(s: &Session, args: &DestroyArgs) -> Result<ExitStatus> {
     }
     container::destroy_dir(&c.lxcpath, &c.name)
         .with_context(|| format!("failed to destroy {}", c.name))?;
-    s.say(&format!("destroyed {} ({} snapshot(s) removed)", c.name, snaps));
+    s.say(&format!(
+        "destroyed {} ({} snapshot(s) removed)",
+        c.name, snaps
+    ));
     Ok(ExitStatus::Done)
 }

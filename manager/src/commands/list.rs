@@ -43,7 +43,11 @@ fn rows(infos: &[Info]) -> Vec<Vec<String>> {
                 i.store.clone(),
                 i.state.clone(),
                 i.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
-                if i.ips.is_empty() { "-".into() } else { i.ips.join(",") },
+                if i.ips.is_empty() {
+                    "-".into()
+                } else {
+                    i.ips.join(",")
+                },
                 i.start_order.to_string(),
             ]
         })
@@ -64,7 +68,10 @@ pub fn list(s: &Session, args: &ListArgs) -> Result<ExitStatus> {
             containers: &infos,
         })?;
     } else {
-        print_table(&["NAME", "STORE", "STATE", "PID", "IPS", "ORDER"], &rows(&infos))?;
+        print_table(
+            &["NAME", "STORE", "STATE", "PID", "IPS", "ORDER"],
+            &rows(&infos),
+        )?;
     }
     Ok(ExitStatus::Done)
 }
@@ -133,9 +140,23 @@ pub fn status(s: &Session) -> Result<ExitStatus> {
             ]
         })
         .collect();
-    print_table(&["STORE", "HOME", "HELD", "DEVICE", "MOUNTPOINT", "DRBD", "STATE"], &store_rows)?;
+    print_table(
+        &[
+            "STORE",
+            "HOME",
+            "HELD",
+            "DEVICE",
+            "MOUNTPOINT",
+            "DRBD",
+            "STATE",
+        ],
+        &store_rows,
+    )?;
     println!();
-    print_table(&["NAME", "STORE", "STATE", "PID", "IPS", "ORDER"], &rows(&infos))?;
+    print_table(
+        &["NAME", "STORE", "STATE", "PID", "IPS", "ORDER"],
+        &rows(&infos),
+    )?;
     let actions: Vec<String> = stores
         .iter()
         .filter_map(|st| {
@@ -147,7 +168,10 @@ pub fn status(s: &Session) -> Result<ExitStatus> {
                 e.outcome,
                 e.time,
                 e.total_ms,
-                e.refused_by.as_ref().map(|r| format!(", refused by {r}")).unwrap_or_default()
+                e.refused_by
+                    .as_ref()
+                    .map(|r| format!(", refused by {r}"))
+                    .unwrap_or_default()
             ))
         })
         .collect();

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use ctmgr::config::{Config, Node};
+use ctmgr::config::Config;
 use ctmgr::exit::ExitStatus;
 use ctmgr::mountinfo::Mount;
 use ctmgr::runner::SystemRunner;
@@ -40,14 +40,25 @@ impl Session {
             .or_else(|| std::env::var_os("CTMGR_CONFIG").map(PathBuf::from))
             .unwrap_or_else(|| PathBuf::from(ctmgr::config::DEFAULT_PATH));
         let config = Config::load(&path)?;
-        let explicit = cli.node.clone().or_else(|| std::env::var("CTMGR_NODE").ok());
+        let explicit = cli
+            .node
+            .clone()
+            .or_else(|| std::env::var("CTMGR_NODE").ok());
         let hostname = nix::unistd::gethostname()
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let node = config.resolve_node(explicit.as_deref(), &hostname)?.name.clone();
+        let node = config
+            .resolve_node(explicit.as_deref(), &hostname)?
+            .name
+            .clone();
         let tools = ctmgr::config::Tools::PROGRAMS
             .iter()
-            .filter_map(|p| config.tools.get(p).map(|path| (p.to_string(), path.to_path_buf())))
+            .filter_map(|p| {
+                config
+                    .tools
+                    .get(p)
+                    .map(|path| (p.to_string(), path.to_path_buf()))
+            })
             .collect();
         let runner = SystemRunner::new(tools);
         let mounts = ctmgr::container::mounts()?;
@@ -59,15 +70,6 @@ impl Session {
             json: cli.json,
             quiet: cli.quiet,
         })
-    }
-
-    pub fn this_node(&self) -> &Node {
-        // resolve_node succeeded in open(), so the node exists.
-        self.config
-            .nodes
-            .iter()
-            .find(|n| n.name == self.node)
-            .unwrap_or(&self.config.nodes[0])
     }
 
     pub fn stores(&self) -> Vec<StoreHere<'_>> {
@@ -89,11 +91,19 @@ impl Session {
 /// Runs one parsed command line.
 pub fn run(cli: Cli) -> Result<ExitStatus> {
     match &cli.command {
-        Command::LxcStart { lxcpath, name, secs } => {
+        Command::LxcStart {
+            lxcpath,
+            name,
+            secs,
+        } => {
             ctmgr::container::start_here(lxcpath, name, *secs)?;
             return Ok(ExitStatus::Done);
         }
-        Command::LxcStop { lxcpath, name, secs } => {
+        Command::LxcStop {
+            lxcpath,
+            name,
+            secs,
+        } => {
             ctmgr::container::stop_here(lxcpath, name, *secs)?;
             return Ok(ExitStatus::Done);
         }
@@ -167,4 +177,26 @@ pub fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
 /// `--timeout S` as a Duration.
 pub fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
+}
+
+/// Takes the store lock (safety rule 4): waits up to `wait_secs` with one
+/// message (on the terminal, or in the log under cron), or fails at once
+/// under `--no-wait`.
+pub fn lock_store(store: &str, no_wait: bool, wait_secs: u64) -> Result<ctmgr::lock::StoreLock> {
+    use std::io::IsTerminal;
+    let wait = if no_wait {
+        ctmgr::lock::Wait::No
+    } else {
+        ctmgr::lock::Wait::Upto(Duration::from_secs(wait_secs))
+    };
+    Ok(ctmgr::lock::lock_store(store, wait, &|holder| {
+        let msg = format!(
+            "store {store} is locked by {holder}; waiting (use --no-wait to fail instead)…"
+        );
+        if std::io::stderr().is_terminal() {
+            eprintln!("{msg}");
+        } else {
+            tracing::warn!("{msg}");
+        }
+    })?)
 }

@@ -1,13 +1,12 @@
 //! `ctmgr snapshot`, `snapshots`, `prune`, `restore`
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use chrono::{Local, Utc};
 use ctmgr::container::{self, Located};
 use ctmgr::exit::{refuse, usage, ExitStatus};
-use ctmgr::lock::{self, Wait};
+use ctmgr::lock;
 use ctmgr::{retention, snapshot};
 use serde::Serialize;
 
@@ -75,34 +74,24 @@ fn targets<'s>(s: &'s Session, names: &[String], all: bool) -> Result<Vec<Locate
         }
         return Ok(out);
     }
-    names.iter().map(|n| container::locate(n, &stores)).collect()
-}
-
-fn lock_wait(no_wait: bool) -> Wait {
-    if no_wait {
-        Wait::No
-    } else {
-        Wait::Upto(Duration::from_secs(3600))
-    }
+    names
+        .iter()
+        .map(|n| container::locate(n, &stores))
+        .collect()
 }
 
 /// Locks every store touched by `targets`, in name order (no deadlock).
-fn lock_stores(s: &Session, targets: &[Located<'_>], no_wait: bool) -> Result<Vec<lock::StoreLock>> {
+fn lock_stores(targets: &[Located<'_>], no_wait: bool) -> Result<Vec<lock::StoreLock>> {
     let stores: BTreeSet<&str> = targets.iter().map(|t| t.store.name.as_str()).collect();
     stores
         .into_iter()
-        .map(|st| {
-            lock::lock_store(st, lock_wait(no_wait), &|holder| {
-                s.say(&format!("store {st} is locked by {holder}; waiting…"))
-            })
-            .map_err(anyhow::Error::from)
-        })
+        .map(|st| super::lock_store(st, no_wait, 3600))
         .collect()
 }
 
 pub fn snapshot(s: &Session, args: &SnapshotArgs) -> Result<ExitStatus> {
     let targets = targets(s, &args.names, args.all)?;
-    let _locks = lock_stores(s, &targets, args.no_wait)?;
+    let _locks = lock_stores(&targets, args.no_wait)?;
     let freeze_default = s.config.snapshots.freeze;
     let mut failed = 0;
     for t in &targets {
@@ -123,8 +112,7 @@ pub fn snapshot(s: &Session, args: &SnapshotArgs) -> Result<ExitStatus> {
             }
             Ok(())
         };
-        let hooks: Option<(&dyn Fn() -> Result<()>, &dyn Fn() -> Result<()>)> =
-            freeze.then_some((&do_freeze, &do_thaw));
+        let hooks: Option<snapshot::FreezeHooks> = freeze.then_some((&do_freeze, &do_thaw));
         match snapshot::take(&t.dir(), args.comment.as_deref(), Utc::now(), hooks) {
             Ok(info) => s.say(&format!("{}: snapshot {}", t.name, info.name)),
             Err(e) => {
@@ -133,13 +121,20 @@ pub fn snapshot(s: &Session, args: &SnapshotArgs) -> Result<ExitStatus> {
             }
         }
     }
-    Ok(if failed == 0 { ExitStatus::Done } else { ExitStatus::Failed })
+    Ok(if failed == 0 {
+        ExitStatus::Done
+    } else {
+        ExitStatus::Failed
+    })
 }
 
 pub fn snapshots(s: &Session, args: &SnapshotsArgs) -> Result<ExitStatus> {
     let names: Vec<String> = args.name.iter().cloned().collect();
     let targets = targets(s, &names, args.name.is_none())?;
-    let all: Vec<snapshot::SnapshotInfo> = targets.iter().flat_map(|t| snapshot::list(&t.dir())).collect();
+    let all: Vec<snapshot::SnapshotInfo> = targets
+        .iter()
+        .flat_map(|t| snapshot::list(&t.dir()))
+        .collect();
     if s.json {
         print_json(&serde_json::json!({ "snapshots": all }))?;
         return Ok(ExitStatus::Done);
@@ -151,7 +146,11 @@ pub fn snapshots(s: &Session, args: &SnapshotsArgs) -> Result<ExitStatus> {
                 i.container.clone(),
                 i.name.clone(),
                 i.time
-                    .map(|t| t.with_timezone(&Local).format("%Y-%m-%d %H:%M:%S %Z").to_string())
+                    .map(|t| {
+                        t.with_timezone(&Local)
+                            .format("%Y-%m-%d %H:%M:%S %Z")
+                            .to_string()
+                    })
                     .unwrap_or_else(|| "?".into()),
                 match i.read_only {
                     Some(true) => "ro".into(),
@@ -204,7 +203,11 @@ struct PruneJson {
 
 pub fn prune(s: &Session, args: &PruneArgs) -> Result<ExitStatus> {
     let targets = targets(s, &args.names, args.all)?;
-    let _locks = if args.dry_run { Vec::new() } else { lock_stores(s, &targets, args.no_wait)? };
+    let _locks = if args.dry_run {
+        Vec::new()
+    } else {
+        lock_stores(&targets, args.no_wait)?
+    };
     let mut rows = Vec::new();
     let mut json = Vec::new();
     let mut failed = 0;
@@ -215,7 +218,10 @@ pub fn prune(s: &Session, args: &PruneArgs) -> Result<ExitStatus> {
         }
         let listed = snapshot::list(&t.dir());
         // Damaged snapshots are reported and never deleted by retention.
-        for d in listed.iter().filter(|i| i.damaged.is_some() || i.time.is_none()) {
+        for d in listed
+            .iter()
+            .filter(|i| i.damaged.is_some() || i.time.is_none())
+        {
             eprintln!(
                 "ctmgr: warning: {} snapshot {} is damaged ({}); left alone — inspect {}",
                 t.name,
@@ -227,7 +233,12 @@ pub fn prune(s: &Session, args: &PruneArgs) -> Result<ExitStatus> {
         let snaps: Vec<retention::Snap> = listed
             .iter()
             .filter(|i| i.damaged.is_none())
-            .filter_map(|i| i.time.map(|time| retention::Snap { name: &i.name, time }))
+            .filter_map(|i| {
+                i.time.map(|time| retention::Snap {
+                    name: &i.name,
+                    time,
+                })
+            })
             .collect();
         // Backups are not implemented yet, so no snapshot is a backup parent.
         let protected = BTreeSet::new();
@@ -252,11 +263,19 @@ pub fn prune(s: &Session, args: &PruneArgs) -> Result<ExitStatus> {
                     Err(e) => {
                         failed += 1;
                         verdict = "FAILED".into();
-                        eprintln!("ctmgr: error: failed to delete {} snapshot {}: {e:#}", t.name, d.name);
+                        eprintln!(
+                            "ctmgr: error: failed to delete {} snapshot {}: {e:#}",
+                            t.name, d.name
+                        );
                     }
                 }
             }
-            rows.push(vec![t.name.clone(), d.name.to_string(), verdict, reasons.join(", ")]);
+            rows.push(vec![
+                t.name.clone(),
+                d.name.to_string(),
+                verdict,
+                reasons.join(", "),
+            ]);
             json.push(PruneJson {
                 container: t.name.clone(),
                 snapshot: d.name.to_string(),
@@ -270,7 +289,11 @@ pub fn prune(s: &Session, args: &PruneArgs) -> Result<ExitStatus> {
     } else if args.dry_run || !s.quiet {
         print_table(&["CONTAINER", "SNAPSHOT", "ACTION", "KEPT BY"], &rows)?;
     }
-    Ok(if failed == 0 { ExitStatus::Done } else { ExitStatus::Failed })
+    Ok(if failed == 0 {
+        ExitStatus::Done
+    } else {
+        ExitStatus::Failed
+    })
 }
 
 pub fn restore(s: &Session, args: &RestoreArgs) -> Result<ExitStatus> {
@@ -283,9 +306,7 @@ pub fn restore(s: &Session, args: &RestoreArgs) -> Result<ExitStatus> {
             t.name, args.snapshot, t.name
         )));
     }
-    let _lock = lock::lock_store(&t.store.name, lock_wait(false), &|h| {
-        s.say(&format!("store {} is locked by {h}; waiting…", t.store.name))
-    })?;
+    let _lock = super::lock_store(&t.store.name, false, 3600)?;
     let state = container::info(&t.name, t.store, &t.lxcpath).state;
     if state != "STOPPED" {
         return Err(refuse(format!(
@@ -299,8 +320,18 @@ pub fn restore(s: &Session, args: &RestoreArgs) -> Result<ExitStatus> {
         print_json(&r)?;
     } else {
         println!("restored {} from snapshot {}", t.name, args.snapshot);
-        println!("safety snapshot of the previous state: {}", r.safety_snapshot);
-        println!("rootfs: replaced{}", if r.data_restored { "; data subvolume: replaced" } else { "" });
+        println!(
+            "safety snapshot of the previous state: {}",
+            r.safety_snapshot
+        );
+        println!(
+            "rootfs: replaced{}",
+            if r.data_restored {
+                "; data subvolume: replaced"
+            } else {
+                ""
+            }
+        );
         if r.config_changes.is_empty() {
             println!("config: unchanged");
         } else {
@@ -309,7 +340,14 @@ pub fn restore(s: &Session, args: &RestoreArgs) -> Result<ExitStatus> {
                 println!("  {c}");
             }
         }
-        println!("fstab: {}", if r.fstab_changed { "restored (changed)" } else { "unchanged" });
+        println!(
+            "fstab: {}",
+            if r.fstab_changed {
+                "restored (changed)"
+            } else {
+                "unchanged"
+            }
+        );
     }
     Ok(ExitStatus::Done)
 }

@@ -8,7 +8,6 @@ use chrono::Utc;
 use ctmgr::config::Store;
 use ctmgr::exit::{refuse, usage, ExitStatus};
 use ctmgr::journal::{self, Entry};
-use ctmgr::lock::{self, Wait};
 use ctmgr::runner::{Cmd, Runner};
 use ctmgr::takeover::{self, preflight, Started, Timeline};
 
@@ -56,18 +55,6 @@ fn store_of<'a>(s: &'a Session, name: &str) -> Result<&'a Store> {
         .ok_or_else(|| usage(format!("no store {name:?} in {}", s.config.path.display())))
 }
 
-fn lock_for(s: &Session, store: &str, no_wait: bool) -> Result<lock::StoreLock> {
-    let wait = if no_wait { Wait::No } else { Wait::Upto(Duration::from_secs(1800)) };
-    Ok(lock::lock_store(store, wait, &|holder| {
-        let msg = format!("store {store} is locked by {holder}; waiting (use --no-wait to fail instead)…");
-        if std::io::stderr().is_terminal() {
-            eprintln!("{msg}");
-        } else {
-            tracing::warn!("{msg}");
-        }
-    })?)
-}
-
 fn entry(s: &Session, action: &str, store: &str, tl: &Timeline) -> Entry {
     Entry {
         time: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
@@ -99,12 +86,25 @@ fn print_steps(s: &Session, tl: &Timeline) {
 
 pub fn takeover(s: &Session, args: &TakeoverArgs) -> Result<ExitStatus> {
     let store = store_of(s, &args.store)?;
-    let _lock = if args.dry_run { None } else { Some(lock_for(s, &store.name, args.no_wait)?) };
+    let _lock = if args.dry_run {
+        None
+    } else {
+        Some(super::lock_store(&store.name, args.no_wait, 1800)?)
+    };
     let mut tl = Timeline::default();
     let t0 = Instant::now();
     let facts = takeover::gather_facts(&s.config, &s.node, store, &s.runner, args.force)?;
     let verdict = preflight::decide(&facts);
-    tl.record("preflight", t0, if verdict.refusal().is_some() { "refused" } else { "done" }, "");
+    tl.record(
+        "preflight",
+        t0,
+        if verdict.refusal().is_some() {
+            "refused"
+        } else {
+            "done"
+        },
+        "",
+    );
     if !s.quiet && !s.json {
         println!("preflight for takeover of {} on {}:", store.name, s.node);
         for c in &verdict.checks {
@@ -114,18 +114,31 @@ pub fn takeover(s: &Session, args: &TakeoverArgs) -> Result<ExitStatus> {
     let groups = takeover::container_groups(&store.lxcpath());
     if args.dry_run {
         if s.json {
-            print_json(&serde_json::json!({ "store": store.name, "verdict": verdict, "facts": {
-                "mount": facts.mount, "drbd": facts.drbd, "evidence": facts.evidence }, "start_groups": groups }))?;
+            print_json(
+                &serde_json::json!({ "store": store.name, "verdict": verdict, "facts": {
+                "mount": facts.mount, "drbd": facts.drbd, "evidence": facts.evidence }, "start_groups": groups }),
+            )?;
         } else {
             println!("plan:");
             if let Some(res) = &store.drbd_resource {
-                println!("  promote  drbdadm primary {res}{}", if verdict.promote { "" } else { "  (already Primary: skip)" });
+                println!(
+                    "  promote  drbdadm primary {res}{}",
+                    if verdict.promote {
+                        ""
+                    } else {
+                        "  (already Primary: skip)"
+                    }
+                );
             }
             println!(
                 "  mount    {} at {}{}",
                 store.device.display(),
                 store.mountpoint.display(),
-                if verdict.mount { "" } else { "  (already mounted: skip)" }
+                if verdict.mount {
+                    ""
+                } else {
+                    "  (already mounted: skip)"
+                }
             );
             if args.no_start {
                 println!("  start    nothing (--no-start)");
@@ -149,10 +162,16 @@ pub fn takeover(s: &Session, args: &TakeoverArgs) -> Result<ExitStatus> {
         e.refused_by = Some(r.name.to_string());
         e.steps = tl.steps.clone();
         journal::append(&e).context("failed to write the journal")?;
-        return Err(refuse(format!("takeover of {}: {} ({})", store.name, r.message, r.name)));
+        return Err(refuse(format!(
+            "takeover of {}: {} ({})",
+            store.name, r.message, r.name
+        )));
     }
     if verdict.forced {
-        tracing::warn!("takeover of {} forced past a refusal: check for split brain", store.name);
+        tracing::warn!(
+            "takeover of {} forced past a refusal: check for split brain",
+            store.name
+        );
     }
     let result = takeover_steps(s, store, &verdict, args.no_start, &mut tl);
     e.steps = tl.steps.clone();
@@ -160,13 +179,29 @@ pub fn takeover(s: &Session, args: &TakeoverArgs) -> Result<ExitStatus> {
     let status = match &result {
         Ok(started) => {
             let failed: Vec<&Started> = started.iter().filter(|r| r.outcome == "failed").collect();
-            e.outcome = if failed.is_empty() { "ok".into() } else { "partial".into() };
+            e.outcome = if failed.is_empty() {
+                "ok".into()
+            } else {
+                "partial".into()
+            };
             if s.json {
-                print_json(&serde_json::json!({ "store": store.name, "verdict": verdict, "containers": started, "steps": tl.steps, "total_ms": tl.total_ms() }))?;
+                print_json(
+                    &serde_json::json!({ "store": store.name, "verdict": verdict, "containers": started, "steps": tl.steps, "total_ms": tl.total_ms() }),
+                )?;
             } else if !s.quiet {
                 println!("containers:");
                 for r in started {
-                    println!("  {:<20} order {:<4} {:<8} {} ms{}", r.name, r.order, r.outcome, r.ms, r.error.as_ref().map(|e| format!("  {e}")).unwrap_or_default());
+                    println!(
+                        "  {:<20} order {:<4} {:<8} {} ms{}",
+                        r.name,
+                        r.order,
+                        r.outcome,
+                        r.ms,
+                        r.error
+                            .as_ref()
+                            .map(|e| format!("  {e}"))
+                            .unwrap_or_default()
+                    );
                 }
             }
             print_steps(s, &tl);
@@ -174,9 +209,17 @@ pub fn takeover(s: &Session, args: &TakeoverArgs) -> Result<ExitStatus> {
                 ExitStatus::Done
             } else {
                 for f in &failed {
-                    eprintln!("ctmgr: error: container {} failed to start: {}", f.name, f.error.as_deref().unwrap_or(""));
+                    eprintln!(
+                        "ctmgr: error: container {} failed to start: {}",
+                        f.name,
+                        f.error.as_deref().unwrap_or("")
+                    );
                 }
-                eprintln!("ctmgr: store {} is taken over, but {} container(s) failed", store.name, failed.len());
+                eprintln!(
+                    "ctmgr: store {} is taken over, but {} container(s) failed",
+                    store.name,
+                    failed.len()
+                );
                 ExitStatus::Failed
             }
         }
@@ -188,7 +231,9 @@ pub fn takeover(s: &Session, args: &TakeoverArgs) -> Result<ExitStatus> {
         }
     };
     journal::append(&e).context("failed to write the journal")?;
-    result.map(|_| status).with_context(|| format!("failed to take over store {}", store.name))
+    result
+        .map(|_| status)
+        .with_context(|| format!("failed to take over store {}", store.name))
 }
 
 fn takeover_steps(
@@ -201,7 +246,8 @@ fn takeover_steps(
     if let Some(res) = &store.drbd_resource {
         let t = Instant::now();
         if verdict.promote {
-            takeover::promote(&s.runner, res).inspect_err(|e| tl.record("promote", t, "failed", format!("{e:#}")))?;
+            takeover::promote(&s.runner, res)
+                .inspect_err(|e| tl.record("promote", t, "failed", format!("{e:#}")))?;
             tl.record("promote", t, "done", format!("drbdadm primary {res}"));
         } else {
             tl.record("promote", t, "already", format!("{res} is Primary"));
@@ -212,15 +258,33 @@ fn takeover_steps(
     match takeover::observe_mount(store)? {
         preflight::MountFact::Store => {
             takeover::verify_identity(&s.runner, store)?;
-            tl.record("mount", t, "already", store.mountpoint.display().to_string());
+            tl.record(
+                "mount",
+                t,
+                "already",
+                store.mountpoint.display().to_string(),
+            );
         }
         preflight::MountFact::Free => {
-            takeover::mount(&s.runner, store).inspect_err(|e| tl.record("mount", t, "failed", format!("{e:#}")))?;
-            tl.record("mount", t, "done", format!("{} at {}", store.device.display(), store.mountpoint.display()));
+            takeover::mount(&s.runner, store)
+                .inspect_err(|e| tl.record("mount", t, "failed", format!("{e:#}")))?;
+            tl.record(
+                "mount",
+                t,
+                "done",
+                format!(
+                    "{} at {}",
+                    store.device.display(),
+                    store.mountpoint.display()
+                ),
+            );
         }
         preflight::MountFact::Other { source, fstype } => {
             tl.record("mount", t, "failed", format!("occupied by {source}"));
-            return Err(refuse(format!("{} became occupied by {source} ({fstype})", store.mountpoint.display())));
+            return Err(refuse(format!(
+                "{} became occupied by {source} ({fstype})",
+                store.mountpoint.display()
+            )));
         }
     }
     if no_start {
@@ -242,7 +306,12 @@ fn takeover_steps(
     });
     let failed = started.iter().filter(|r| r.outcome == "failed").count();
     if let Ok(Some(ms)) = first.lock().map(|f| *f) {
-        tl.steps.push(ctmgr::journal::Step { step: "first-container".into(), outcome: "done".into(), ms, detail: "time to the first container running".into() });
+        tl.steps.push(ctmgr::journal::Step {
+            step: "first-container".into(),
+            outcome: "done".into(),
+            ms,
+            detail: "time to the first container running".into(),
+        });
     }
     tl.record(
         "start",
@@ -255,15 +324,21 @@ fn takeover_steps(
 
 pub fn release(s: &Session, args: &ReleaseArgs) -> Result<ExitStatus> {
     let store = store_of(s, &args.store)?;
-    let _lock = lock_for(s, &store.name, args.no_wait)?;
+    let _lock = super::lock_store(&store.name, args.no_wait, 1800)?;
     let mut tl = Timeline::default();
     let result = release_steps(s, store, args.timeout, &mut tl);
     let mut e = entry(s, "release", &store.name, &tl);
-    e.outcome = if result.is_ok() { "ok".into() } else { "failed".into() };
+    e.outcome = if result.is_ok() {
+        "ok".into()
+    } else {
+        "failed".into()
+    };
     e.error = result.as_ref().err().map(|e| format!("{e:#}"));
     journal::append(&e).context("failed to write the journal")?;
     if s.json {
-        print_json(&serde_json::json!({ "store": store.name, "steps": tl.steps, "total_ms": tl.total_ms(), "error": e.error }))?;
+        print_json(
+            &serde_json::json!({ "store": store.name, "steps": tl.steps, "total_ms": tl.total_ms(), "error": e.error }),
+        )?;
     }
     print_steps(s, &tl);
     result.with_context(|| format!("failed to release store {}", store.name))?;
@@ -285,12 +360,25 @@ fn release_steps(s: &Session, store: &Store, timeout: u64, tl: &mut Timeline) ->
                 tl.record("stop", t, "failed", failed.join("; "));
                 anyhow::bail!("could not stop: {}", failed.join("; "));
             }
-            tl.record("stop", t, if n == 0 { "already" } else { "done" }, format!("{n} container(s) stopped"));
+            tl.record(
+                "stop",
+                t,
+                if n == 0 { "already" } else { "done" },
+                format!("{n} container(s) stopped"),
+            );
             let t = Instant::now();
-            let out = s.runner.run(&Cmd::new("umount").arg(store.mountpoint.display().to_string()).timeout(Duration::from_secs(120)))?;
+            let out = s.runner.run(
+                &Cmd::new("umount")
+                    .arg(store.mountpoint.display().to_string())
+                    .timeout(Duration::from_secs(120)),
+            )?;
             if !out.success() {
                 let holders = takeover::holders(&store.mountpoint);
-                let who = if holders.is_empty() { "no process found by /proc scan".to_string() } else { holders.join(", ") };
+                let who = if holders.is_empty() {
+                    "no process found by /proc scan".to_string()
+                } else {
+                    holders.join(", ")
+                };
                 tl.record("unmount", t, "failed", format!("busy: {who}"));
                 anyhow::bail!(
                     "{} is busy, used by: {who}. Stop those processes and run `ctmgr release {}` again (ctmgr never unmounts lazily)",
@@ -305,7 +393,15 @@ fn release_steps(s: &Session, store: &Store, timeout: u64, tl: &mut Timeline) ->
             tl.record("unmount", t, "already", "not mounted");
         }
         preflight::MountFact::Other { source, .. } => {
-            tl.record("unmount", t, "skipped", format!("{} holds {source}, not the store", store.mountpoint.display()));
+            tl.record(
+                "unmount",
+                t,
+                "skipped",
+                format!(
+                    "{} holds {source}, not the store",
+                    store.mountpoint.display()
+                ),
+            );
         }
     }
     if let Some(res) = &store.drbd_resource {
@@ -314,7 +410,11 @@ fn release_steps(s: &Session, store: &Store, timeout: u64, tl: &mut Timeline) ->
         match role {
             Ok(r) if r == "Primary" => {
                 s.runner
-                    .run_ok(&Cmd::new("drbdadm").args(["secondary", res]).timeout(Duration::from_secs(60)))
+                    .run_ok(
+                        &Cmd::new("drbdadm")
+                            .args(["secondary", res])
+                            .timeout(Duration::from_secs(60)),
+                    )
                     .inspect_err(|e| tl.record("demote", t, "failed", e.to_string()))
                     .with_context(|| format!("failed to demote {res}"))?;
                 tl.record("demote", t, "done", format!("drbdadm secondary {res}"));
@@ -326,7 +426,11 @@ fn release_steps(s: &Session, store: &Store, timeout: u64, tl: &mut Timeline) ->
     Ok(())
 }
 
-pub fn migrate(s: &Session, args: &MigrateArgs, cli_config: Option<&std::path::Path>) -> Result<ExitStatus> {
+pub fn migrate(
+    s: &Session,
+    args: &MigrateArgs,
+    cli_config: Option<&std::path::Path>,
+) -> Result<ExitStatus> {
     let store = store_of(s, &args.store)?;
     let peer = s
         .config
@@ -336,9 +440,17 @@ pub fn migrate(s: &Session, args: &MigrateArgs, cli_config: Option<&std::path::P
     if let Some(c) = cli_config {
         remote.extend(["--config".to_string(), c.display().to_string()]);
     }
-    remote.extend(["release".into(), store.name.clone(), "--timeout".into(), args.timeout.to_string()]);
+    remote.extend([
+        "release".into(),
+        store.name.clone(),
+        "--timeout".into(),
+        args.timeout.to_string(),
+    ]);
     let remote_ref: Vec<&str> = remote.iter().map(String::as_str).collect();
-    s.say(&format!("releasing {} on {} ({}) …", store.name, peer.name, peer.ssh));
+    s.say(&format!(
+        "releasing {} on {} ({}) …",
+        store.name, peer.name, peer.ssh
+    ));
     let out = s.runner.run(&takeover::ssh_cmd(
         "ssh",
         &peer.ssh,

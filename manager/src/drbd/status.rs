@@ -44,7 +44,10 @@ pub fn minor_names(config: &Config) -> BTreeMap<u32, String> {
 }
 
 /// The state of every DRBD resource this node knows, and where it came from.
-pub fn gather(config: &Config, runner: &dyn Runner) -> Result<(Vec<ResourceState>, Source), StatusError> {
+pub fn gather(
+    config: &Config,
+    runner: &dyn Runner,
+) -> Result<(Vec<ResourceState>, Source), StatusError> {
     let t = Duration::from_secs(15);
     let mut tried = Vec::new();
     match runner.run_ok(&Cmd::new("drbdsetup").args(["status", "--json"]).timeout(t)) {

@@ -42,3 +42,47 @@ pub enum NetError {
         source: serde_json::Error,
     },
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use crate::config::Config;
+    use std::path::Path;
+
+    /// DESIGN.md §2's example, as far as the network is concerned.
+    pub(crate) const EXAMPLE: &str = r#"
+[cluster]
+name = "erp"
+
+[[node]]
+name = "node1"
+address = "10.0.254.1"
+ssh = "root@10.0.254.1"
+lan_address = "10.1.0.5"
+
+[[node]]
+name = "node2"
+address = "10.0.254.2"
+
+[[store]]
+name = "store1"
+home = "node1"
+mountpoint = "/srv/store1"
+device = "/dev/drbd0"
+mount_options = "noatime"
+drbd_resource = "r0"
+backing_disk = "/dev/sdb1"
+drbd_port = 7788
+replica_dir = "/srv/store2/containers"
+
+[network]
+bridge = "br0"
+gateway = "10.1.0.1"
+"#;
+
+    pub(crate) fn example() -> Config {
+        match Config::parse(EXAMPLE, Path::new("test.toml")) {
+            Ok(c) => c,
+            Err(e) => panic!("example config: {e}"),
+        }
+    }
+}

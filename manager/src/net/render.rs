@@ -278,40 +278,7 @@ mod tests {
     use super::*;
     use std::path::Path;
 
-    /// DESIGN.md §2's example, as far as the network is concerned.
-    pub(crate) const EXAMPLE: &str = r#"
-[cluster]
-name = "erp"
-
-[[node]]
-name = "node1"
-address = "10.0.254.1"
-ssh = "root@10.0.254.1"
-lan_address = "10.1.0.5"
-
-[[node]]
-name = "node2"
-address = "10.0.254.2"
-
-[[store]]
-name = "store1"
-home = "node1"
-mountpoint = "/srv/store1"
-device = "/dev/drbd0"
-mount_options = "noatime"
-drbd_resource = "r0"
-backing_disk = "/dev/sdb1"
-drbd_port = 7788
-replica_dir = "/srv/store2/containers"
-
-[network]
-bridge = "br0"
-gateway = "10.1.0.1"
-"#;
-
-    fn example() -> Config {
-        Config::parse(EXAMPLE, Path::new("test.toml")).unwrap()
-    }
+    use crate::net::tests::{example, EXAMPLE};
 
     fn node<'a>(c: &'a Config, name: &str) -> &'a Node {
         c.node(name).unwrap()

@@ -75,14 +75,20 @@ pub fn ssh_cmd(runner_program: &str, target: &str, remote: &[&str], timeout: Dur
 /// Does the peer say it holds `store`? Asks `ctmgr --json status` over ssh.
 pub fn peer_holds(runner: &dyn Runner, ssh_target: &str, store: &str) -> Result<bool, String> {
     let out = runner
-        .run_ok(&ssh_cmd("ssh", ssh_target, &["ctmgr", "--json", "status"], Duration::from_secs(20)))
+        .run_ok(&ssh_cmd(
+            "ssh",
+            ssh_target,
+            &["ctmgr", "--json", "status"],
+            Duration::from_secs(20),
+        ))
         .map_err(|e| e.to_string())?;
     peer_holds_from_status(&out.stdout, store)
 }
 
 /// Pure part of `peer_holds`: reads `stores[].held` from status JSON.
 pub fn peer_holds_from_status(json: &str, store: &str) -> Result<bool, String> {
-    let v: serde_json::Value = serde_json::from_str(json).map_err(|e| format!("unreadable status from the peer: {e}"))?;
+    let v: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| format!("unreadable status from the peer: {e}"))?;
     v["stores"]
         .as_array()
         .and_then(|stores| stores.iter().find(|s| s["name"] == store))
@@ -91,7 +97,12 @@ pub fn peer_holds_from_status(json: &str, store: &str) -> Result<bool, String> {
 }
 
 /// Gathers the evidence that the peer is down (rule 2), all bounded in time.
-pub fn gather_evidence(config: &Config, node: &str, store: &Store, runner: &dyn Runner) -> Evidence {
+pub fn gather_evidence(
+    config: &Config,
+    node: &str,
+    store: &Store,
+    runner: &dyn Runner,
+) -> Evidence {
     let mut ev = Evidence::default();
     let Some(peer) = config.peer_of(node) else {
         return ev;
@@ -113,7 +124,11 @@ pub fn gather_evidence(config: &Config, node: &str, store: &Store, runner: &dyn 
     if let Some(me) = config.node(node) {
         ev.gateway = config.gateway_for(me).map(|gw| {
             runner
-                .run(&Cmd::new("ping").args(["-c", "1", "-W", "2", &gw.to_string()]).timeout(Duration::from_secs(5)))
+                .run(
+                    &Cmd::new("ping")
+                        .args(["-c", "1", "-W", "2", &gw.to_string()])
+                        .timeout(Duration::from_secs(5)),
+                )
                 .map(|o| o.success())
                 .unwrap_or(false)
         });
@@ -128,7 +143,13 @@ pub fn gather_evidence(config: &Config, node: &str, store: &Store, runner: &dyn 
 }
 
 /// Collects the facts for the preflight.
-pub fn gather_facts(config: &Config, node: &str, store: &Store, runner: &dyn Runner, force: bool) -> Result<Facts> {
+pub fn gather_facts(
+    config: &Config,
+    node: &str,
+    store: &Store,
+    runner: &dyn Runner,
+    force: bool,
+) -> Result<Facts> {
     let drbd = match &store.drbd_resource {
         Some(res) => {
             let (states, _) = drbd_status::gather(config, runner)?;
@@ -183,7 +204,11 @@ impl Timeline {
 /// Promotes the store's resource here (`drbdadm primary RES`).
 pub fn promote(runner: &dyn Runner, res: &str) -> Result<()> {
     runner
-        .run_ok(&Cmd::new("drbdadm").args(["primary", res]).timeout(Duration::from_secs(60)))
+        .run_ok(
+            &Cmd::new("drbdadm")
+                .args(["primary", res])
+                .timeout(Duration::from_secs(60)),
+        )
         .with_context(|| format!("failed to promote {res}"))?;
     Ok(())
 }
@@ -200,9 +225,13 @@ pub fn mount(runner: &dyn Runner, store: &Store) -> Result<()> {
         .arg(store.device.display().to_string())
         .arg(store.mountpoint.display().to_string())
         .timeout(Duration::from_secs(120));
-    runner
-        .run_ok(&cmd)
-        .with_context(|| format!("failed to mount {} at {}", store.device.display(), store.mountpoint.display()))?;
+    runner.run_ok(&cmd).with_context(|| {
+        format!(
+            "failed to mount {} at {}",
+            store.device.display(),
+            store.mountpoint.display()
+        )
+    })?;
     verify_identity(runner, store)
 }
 
@@ -228,7 +257,9 @@ pub fn verify_identity(runner: &dyn Runner, store: &Store) -> Result<()> {
             }
             Ok(())
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => stamp_identity(&store.mountpoint, &store.name),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            stamp_identity(&store.mountpoint, &store.name)
+        }
         Err(e) => Err(e).with_context(|| format!("failed to read {}", path.display())),
     }
 }
@@ -241,7 +272,8 @@ pub fn stamp_identity(mountpoint: &Path, store: &str) -> Result<()> {
     }
     crate::fsutil::write_atomic(
         &path,
-        format!("# written by ctmgr: which store this filesystem is\nstore = \"{store}\"\n").as_bytes(),
+        format!("# written by ctmgr: which store this filesystem is\nstore = \"{store}\"\n")
+            .as_bytes(),
         0o644,
     )
     .with_context(|| format!("failed to write {}", path.display()))
@@ -262,8 +294,12 @@ pub struct Started {
 pub fn container_groups(lxcpath: &Path) -> Vec<(i64, Vec<String>)> {
     let mut groups: std::collections::BTreeMap<i64, Vec<String>> = Default::default();
     for name in container::own_names(lxcpath) {
-        let text = container::read_config_text(&lxcpath.join(&name).join("config")).unwrap_or_default();
-        groups.entry(container::start_order_of(&text)).or_default().push(name);
+        let text =
+            container::read_config_text(&lxcpath.join(&name).join("config")).unwrap_or_default();
+        groups
+            .entry(container::start_order_of(&text))
+            .or_default()
+            .push(name);
     }
     groups.into_iter().collect()
 }
@@ -376,11 +412,17 @@ pub fn holders(dir: &Path) -> Vec<String> {
             continue;
         }
         let base = p.path();
-        let mut links: Vec<std::path::PathBuf> = ["cwd", "root", "exe"].iter().map(|l| base.join(l)).collect();
+        let mut links: Vec<std::path::PathBuf> = ["cwd", "root", "exe"]
+            .iter()
+            .map(|l| base.join(l))
+            .collect();
         if let Ok(fds) = std::fs::read_dir(base.join("fd")) {
             links.extend(fds.flatten().map(|f| f.path()));
         }
-        if links.iter().any(|l| std::fs::read_link(l).is_ok_and(|t| t.starts_with(dir))) {
+        if links
+            .iter()
+            .any(|l| std::fs::read_link(l).is_ok_and(|t| t.starts_with(dir)))
+        {
             let comm = std::fs::read_to_string(base.join("comm")).unwrap_or_default();
             out.push(format!("{pid} ({})", comm.trim()));
         }
@@ -403,9 +445,18 @@ mod tests {
 
     #[test]
     fn ssh_never_prompts() {
-        let c = ssh_cmd("ssh", "root@10.0.254.1", &["ctmgr", "release", "store1"], Duration::from_secs(5));
-        assert!(c.display().starts_with("ssh -o BatchMode=yes -o ConnectTimeout=5"));
-        assert!(c.display().ends_with("root@10.0.254.1 -- ctmgr release store1"));
+        let c = ssh_cmd(
+            "ssh",
+            "root@10.0.254.1",
+            &["ctmgr", "release", "store1"],
+            Duration::from_secs(5),
+        );
+        assert!(c
+            .display()
+            .starts_with("ssh -o BatchMode=yes -o ConnectTimeout=5"));
+        assert!(c
+            .display()
+            .ends_with("root@10.0.254.1 -- ctmgr release store1"));
     }
 
     #[test]
@@ -413,7 +464,11 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let f = std::fs::File::create(d.path().join("x")).unwrap();
         let h = holders(d.path());
-        assert!(h.iter().any(|p| p.starts_with(&format!("{} ", std::process::id()))), "{h:?}");
+        assert!(
+            h.iter()
+                .any(|p| p.starts_with(&format!("{} ", std::process::id()))),
+            "{h:?}"
+        );
         drop(f);
     }
 }

@@ -12,7 +12,10 @@ pub enum MountFact {
     Free,
     /// The store's own filesystem is mounted there.
     Store,
-    Other { source: String, fstype: String },
+    Other {
+        source: String,
+        fstype: String,
+    },
 }
 
 /// Evidence about the peer, gathered only when DRBD cannot see it.
@@ -83,21 +86,30 @@ impl Verdict {
 }
 
 fn check(name: &'static str, verdict: &'static str, message: String) -> Check {
-    Check { name, verdict, message }
+    Check {
+        name,
+        verdict,
+        message,
+    }
 }
 
 /// Decides whether a takeover may proceed and which steps it needs.
 pub fn decide(f: &Facts) -> Verdict {
     let mut checks = Vec::new();
     let mut forced = false;
-    let mut refuse_or_force = |checks: &mut Vec<Check>, name: &'static str, msg: String, forced: &mut bool| {
-        if f.force {
-            *forced = true;
-            checks.push(check(name, "warn", format!("{msg} — overridden by --force")));
-        } else {
-            checks.push(check(name, "refuse", msg));
-        }
-    };
+    let mut refuse_or_force =
+        |checks: &mut Vec<Check>, name: &'static str, msg: String, forced: &mut bool| {
+            if f.force {
+                *forced = true;
+                checks.push(check(
+                    name,
+                    "warn",
+                    format!("{msg} — overridden by --force"),
+                ));
+            } else {
+                checks.push(check(name, "refuse", msg));
+            }
+        };
 
     match &f.mount {
         MountFact::Other { source, fstype } => checks.push(check(
@@ -175,12 +187,23 @@ type RefuseOrForce<'a> = dyn FnMut(&mut Vec<Check>, &'static str, String, &mut b
 
 /// DRBD cannot see the peer: a dead peer and a cut link look the same, so we
 /// need evidence that the peer is down (rule 2).
-fn peer_evidence(f: &Facts, res: &str, checks: &mut Vec<Check>, forced: &mut bool, refuse_or_force: &mut RefuseOrForce<'_>) {
+fn peer_evidence(
+    f: &Facts,
+    res: &str,
+    checks: &mut Vec<Check>,
+    forced: &mut bool,
+    refuse_or_force: &mut RefuseOrForce<'_>,
+) {
     let split = format!(
         "DRBD cannot see the peer for {res}; if the peer is alive and Primary, promoting here makes a split brain (both sides write, one side's changes are lost)"
     );
     let Some(ev) = &f.evidence else {
-        refuse_or_force(checks, "peer-evidence", format!("{split}. No evidence was gathered"), forced);
+        refuse_or_force(
+            checks,
+            "peer-evidence",
+            format!("{split}. No evidence was gathered"),
+            forced,
+        );
         return;
     };
     let probes: Vec<String> = ev
@@ -244,7 +267,12 @@ mod tests {
     use super::*;
     use crate::drbd::ConnState;
 
-    fn drbd(role: Role, disk: DiskState, conn: ConnState, peer_role: Role) -> Option<ResourceState> {
+    fn drbd(
+        role: Role,
+        disk: DiskState,
+        conn: ConnState,
+        peer_role: Role,
+    ) -> Option<ResourceState> {
         Some(ResourceState {
             name: "r0".into(),
             minor: Some(0),
@@ -272,23 +300,42 @@ mod tests {
 
     #[test]
     fn connected_secondary_peer_allows_promote() {
-        let v = decide(&facts(drbd(Role::Secondary, DiskState::UpToDate, ConnState::Connected, Role::Secondary)));
+        let v = decide(&facts(drbd(
+            Role::Secondary,
+            DiskState::UpToDate,
+            ConnState::Connected,
+            Role::Secondary,
+        )));
         assert!(v.refusal().is_none(), "{:?}", v.checks);
         assert!(v.promote && v.mount);
     }
 
     #[test]
     fn peer_primary_and_connected_is_refused_even_with_force() {
-        let mut f = facts(drbd(Role::Secondary, DiskState::UpToDate, ConnState::Connected, Role::Primary));
+        let mut f = facts(drbd(
+            Role::Secondary,
+            DiskState::UpToDate,
+            ConnState::Connected,
+            Role::Primary,
+        ));
         f.force = true;
         let v = decide(&f);
         assert_eq!(v.refusal().unwrap().name, "peer-primary");
-        assert!(v.refusal().unwrap().message.contains("ctmgr migrate store1"));
+        assert!(v
+            .refusal()
+            .unwrap()
+            .message
+            .contains("ctmgr migrate store1"));
     }
 
     #[test]
     fn outdated_disk_refused_unless_forced() {
-        let mut f = facts(drbd(Role::Secondary, DiskState::Outdated, ConnState::Connected, Role::Secondary));
+        let mut f = facts(drbd(
+            Role::Secondary,
+            DiskState::Outdated,
+            ConnState::Connected,
+            Role::Secondary,
+        ));
         assert_eq!(decide(&f).refusal().unwrap().name, "local-disk");
         f.force = true;
         let v = decide(&f);
@@ -297,11 +344,19 @@ mod tests {
 
     #[test]
     fn dead_peer_needs_silence_and_gateway() {
-        let mut f = facts(drbd(Role::Secondary, DiskState::UpToDate, ConnState::Connecting, Role::Unknown));
+        let mut f = facts(drbd(
+            Role::Secondary,
+            DiskState::UpToDate,
+            ConnState::Connecting,
+            Role::Unknown,
+        ));
         assert!(Verdict::needs_evidence(&f));
         assert_eq!(decide(&f).refusal().unwrap().name, "peer-evidence");
         f.evidence = Some(Evidence {
-            probes: vec![("10.0.254.1:22".into(), false), ("10.1.0.5:22".into(), false)],
+            probes: vec![
+                ("10.0.254.1:22".into(), false),
+                ("10.1.0.5:22".into(), false),
+            ],
             gateway: Some(true),
             ..Default::default()
         });
@@ -314,9 +369,17 @@ mod tests {
 
     #[test]
     fn cut_link_with_peer_holding_is_refused_and_force_warns() {
-        let mut f = facts(drbd(Role::Secondary, DiskState::UpToDate, ConnState::StandAlone, Role::Unknown));
+        let mut f = facts(drbd(
+            Role::Secondary,
+            DiskState::UpToDate,
+            ConnState::StandAlone,
+            Role::Unknown,
+        ));
         f.evidence = Some(Evidence {
-            probes: vec![("10.0.254.1:22".into(), false), ("10.1.0.5:22".into(), true)],
+            probes: vec![
+                ("10.0.254.1:22".into(), false),
+                ("10.1.0.5:22".into(), true),
+            ],
             gateway: Some(true),
             peer_holds: Some(true),
             peer_error: None,
@@ -336,8 +399,16 @@ mod tests {
 
     #[test]
     fn occupied_mountpoint_and_down_resource_are_refused() {
-        let mut f = facts(drbd(Role::Secondary, DiskState::UpToDate, ConnState::Connected, Role::Secondary));
-        f.mount = MountFact::Other { source: "tmpfs".into(), fstype: "tmpfs".into() };
+        let mut f = facts(drbd(
+            Role::Secondary,
+            DiskState::UpToDate,
+            ConnState::Connected,
+            Role::Secondary,
+        ));
+        f.mount = MountFact::Other {
+            source: "tmpfs".into(),
+            fstype: "tmpfs".into(),
+        };
         assert_eq!(decide(&f).refusal().unwrap().name, "mountpoint");
         let f = facts(None);
         assert_eq!(decide(&f).refusal().unwrap().name, "drbd-up");
@@ -345,7 +416,12 @@ mod tests {
 
     #[test]
     fn already_primary_and_mounted_needs_no_step() {
-        let mut f = facts(drbd(Role::Primary, DiskState::UpToDate, ConnState::Connecting, Role::Unknown));
+        let mut f = facts(drbd(
+            Role::Primary,
+            DiskState::UpToDate,
+            ConnState::Connecting,
+            Role::Unknown,
+        ));
         f.mount = MountFact::Store;
         let v = decide(&f);
         assert!(v.refusal().is_none());

@@ -193,10 +193,12 @@ pub fn parse_dump(text: &str) -> Result<Config, String> {
         match words.as_slice() {
             ["device", dev, "minor", m] => {
                 p.device.get_or_insert_with(|| dev.to_string());
-                p.minor.get_or_insert(m.parse().map_err(|_| bad(lineno, raw))?);
+                p.minor
+                    .get_or_insert(m.parse().map_err(|_| bad(lineno, raw))?);
             }
             ["device", "minor", m] => {
-                p.minor.get_or_insert(m.parse().map_err(|_| bad(lineno, raw))?);
+                p.minor
+                    .get_or_insert(m.parse().map_err(|_| bad(lineno, raw))?);
             }
             ["device", dev] => {
                 p.device.get_or_insert_with(|| dev.to_string());

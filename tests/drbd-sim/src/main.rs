@@ -126,7 +126,9 @@ impl Env {
         };
         Ok(Env {
             node,
-            conf: PathBuf::from(env_var("DRBD_SIM_CONF").unwrap_or_else(|| "/etc/drbd.conf".into())),
+            conf: PathBuf::from(
+                env_var("DRBD_SIM_CONF").unwrap_or_else(|| "/etc/drbd.conf".into()),
+            ),
             state_path,
             real_drbdadm: PathBuf::from(
                 env_var("DRBD_SIM_REAL_DRBDADM").unwrap_or_else(|| "/usr/sbin/drbdadm".into()),
@@ -349,7 +351,10 @@ fn drbdadm(env: Env, args: &[String]) -> Out {
         }
     }
     let Some(cmd) = args.get(i) else {
-        return Out::fail(EXIT_USAGE, "USAGE: drbdadm COMMAND [OPTION...] {all|RESOURCE...}\n");
+        return Out::fail(
+            EXIT_USAGE,
+            "USAGE: drbdadm COMMAND [OPTION...] {all|RESOURCE...}\n",
+        );
     };
     let rest = &args[i + 1..];
     if cmd == "dump" {
@@ -407,7 +412,9 @@ fn drbdadm(env: Env, args: &[String]) -> Out {
     }
     let targets: Vec<Resource> = if names.is_empty() || names == ["all"] {
         if names.is_empty() && cmd != "status" {
-            out.err(format!("USAGE: drbdadm {cmd} {{all|RESOURCE...}}\nNo resource names specified\n"));
+            out.err(format!(
+                "USAGE: drbdadm {cmd} {{all|RESOURCE...}}\nNo resource names specified\n"
+            ));
             out.code = EXIT_USAGE;
             return sim.finish(out);
         }
@@ -582,7 +589,10 @@ fn delegate_dump(env: &Env, conf: &Path, rest: &[String]) -> Out {
 
 fn drbdsetup(env: Env, args: &[String]) -> Out {
     let Some(cmd) = args.first().cloned() else {
-        return Out::fail(EXIT_SIM, "USAGE: drbdsetup COMMAND {ARGUMENTS...} [OPTIONS...]\n");
+        return Out::fail(
+            EXIT_SIM,
+            "USAGE: drbdsetup COMMAND {ARGUMENTS...} [OPTIONS...]\n",
+        );
     };
     let rest = &args[1..];
     let flags: Vec<&str> = rest
@@ -715,7 +725,9 @@ fn drbdsetup(env: Env, args: &[String]) -> Out {
             }
         }
         other => {
-            out.err(format!("ctmgr-drbd-sim: drbdsetup '{other}' is not simulated\n"));
+            out.err(format!(
+                "ctmgr-drbd-sim: drbdsetup '{other}' is not simulated\n"
+            ));
             out.code = EXIT_SIM;
         }
     }
@@ -739,9 +751,7 @@ fn control(env: Env, args: &[String]) -> Out {
     };
     let valid = matches!(
         (cmd, a.len()),
-        ("crash" | "revive", 2)
-            | ("cut-link" | "heal-link" | "tick" | "show", 1)
-            | ("set-disk", 4)
+        ("crash" | "revive", 2) | ("cut-link" | "heal-link" | "tick" | "show", 1) | ("set-disk", 4)
     ) || (cmd == "set-stats" && a.len() >= 4);
     if !valid {
         return Out::fail(2, CONTROL_USAGE);
@@ -759,7 +769,10 @@ fn control(env: Env, args: &[String]) -> Out {
             .any(|r| r.hosts.iter().any(|(h, _)| h == n))
     };
     if matches!(cmd, "crash" | "revive" | "set-disk" | "set-stats") && !known_node(&sim, a[1]) {
-        return sim.finish(Out::fail(2, format!("ctmgr-drbd-sim: unknown node '{}'\n", a[1])));
+        return sim.finish(Out::fail(
+            2,
+            format!("ctmgr-drbd-sim: unknown node '{}'\n", a[1]),
+        ));
     }
     if matches!(cmd, "set-disk" | "set-stats") && !sim.cfg.resources.contains_key(a[2]) {
         return sim.finish(Out::fail(
@@ -777,7 +790,12 @@ fn control(env: Env, args: &[String]) -> Out {
         "heal-link" => sim.st.state.link_cut = false,
         "set-disk" => match Disk::parse(a[3]) {
             Some(d) => sim.st.state.node_res(a[2], a[1]).disk = d,
-            None => return sim.finish(Out::fail(2, format!("ctmgr-drbd-sim: unknown disk state '{}'\n", a[3]))),
+            None => {
+                return sim.finish(Out::fail(
+                    2,
+                    format!("ctmgr-drbd-sim: unknown disk state '{}'\n", a[3]),
+                ))
+            }
         },
         "set-stats" => {
             for kv in &a[3..] {

@@ -68,7 +68,13 @@ pub fn settle(
         let crashed_b = state.crashed.contains(b);
         let sizes = (size_kb(res, a), size_kb(res, b));
         let r = state.resources.entry(res.name.clone()).or_default();
-        settle_one(r, (a, b), sizes, crashed_a || crashed_b || link_cut, step_ms);
+        settle_one(
+            r,
+            (a, b),
+            sizes,
+            crashed_a || crashed_b || link_cut,
+            step_ms,
+        );
     }
 }
 
@@ -317,7 +323,11 @@ pub fn up(state: &mut State, n: &Names) -> Result<(), Failure> {
         return Err(n.configured("apply-al"));
     }
     if !cur.md {
-        let disk = n.res.host(n.node).map(|h| h.disk.clone()).unwrap_or_default();
+        let disk = n
+            .res
+            .host(n.node)
+            .map(|h| h.disk.clone())
+            .unwrap_or_default();
         return Err(Failure {
             lines: format!(
                 "{}: Failure: (119) No valid meta-data signature found.\n\n\t==> Use 'drbdadm create-md res' to initialize meta-data area. <==\n\n",
@@ -412,11 +422,7 @@ pub fn secondary(state: &mut State, n: &Names, held_open: bool) -> Result<(), Fa
         return Ok(());
     }
     if held_open {
-        return Err(n.state_failed(
-            "secondary",
-            false,
-            "(-12) Device is held open by someone",
-        ));
+        return Err(n.state_failed("secondary", false, "(-12) Device is held open by someone"));
     }
     state.node_res(&n.res.name, n.node).role = Role::Secondary;
     Ok(())

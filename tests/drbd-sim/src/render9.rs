@@ -76,9 +76,7 @@ fn b(x: bool) -> &'static str {
 
 fn addr_json(addr: &str, indent: &str) -> String {
     let (a, p) = addr.rsplit_once(':').unwrap_or((addr, "0"));
-    format!(
-        "{indent}\"address\": \"{a}\",\n{indent}\"port\": {p},\n{indent}\"family\": \"ipv4\"\n"
-    )
+    format!("{indent}\"address\": \"{a}\",\n{indent}\"port\": {p},\n{indent}\"family\": \"ipv4\"\n")
 }
 
 /// One resource of `drbdsetup status --json`, byte layout as drbdsetup prints it.

@@ -117,7 +117,11 @@ pub fn proc_lines(fr: &Frame, total_kb: u64, target: bool) -> String {
         rt % 60
     ));
     let dbdt = (db / dt) * 4;
-    s.push_str(&format!(" speed: {} ({})", thousands(dbdt), thousands(dbdt)));
+    s.push_str(&format!(
+        " speed: {} ({})",
+        thousands(dbdt),
+        thousands(dbdt)
+    ));
     if target {
         // The target also prints the controller's wanted rate; 250 is 8.4's default
         // resync-rate (drbd.conf(5)), not measured.

@@ -8,7 +8,9 @@ use crate::sync::{self, Frame};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Conn {
     /// `net` is true when a net config still exists (split brain), false after `disconnect`.
-    StandAlone { net: bool },
+    StandAlone {
+        net: bool,
+    },
     Connecting,
     Connected,
 }
@@ -75,7 +77,11 @@ pub fn view(ctx: &Ctx, res: &Resource, node: &str) -> View {
         Conn::Connecting
     };
     let mut frame = None;
-    let mut repl = if connected { Repl::Established } else { Repl::Off };
+    let mut repl = if connected {
+        Repl::Established
+    } else {
+        Repl::Off
+    };
     let mut stats = me.stats;
     if let (true, Some(s)) = (connected, rs.and_then(|r| r.resync.as_ref())) {
         if let Some(fr) = sync::frame(s.progress.steps(ctx.step_ms), size_kb) {

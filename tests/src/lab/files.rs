@@ -203,6 +203,9 @@ mod tests {
     #[test]
     fn known_hosts() {
         let l = known_hosts_line(2, "ssh-ed25519 AAAAC3 root@node2\n");
-        assert_eq!(l, "node2,10.0.254.2,10.1.0.6,node2-lan ssh-ed25519 AAAAC3\n");
+        assert_eq!(
+            l,
+            "node2,10.0.254.2,10.1.0.6,node2-lan ssh-ed25519 AAAAC3\n"
+        );
     }
 }

@@ -28,7 +28,7 @@ use anyhow::{Context, Result};
 pub use files::{lan_addr, peer_addr, GATEWAY};
 pub use node::{Node, NODE_PATH};
 pub use state::{Layout, State, StoreState, LAB_ROOT};
-pub use teardown::sweep;
+pub use teardown::{sweep, Footprint};
 
 use crate::run::{self, Opts, Output};
 
@@ -284,6 +284,11 @@ impl Lab {
         run::run(&full, &opts)
     }
 
+    /// What the lab occupies now, to check after `down` that nothing is left.
+    pub fn footprint(&self) -> Result<Footprint> {
+        Footprint::of(&self.layout)
+    }
+
     /// Tears the lab down; an error lists every step that failed (all steps are tried).
     pub fn down(mut self) -> Result<()> {
         self.done = true;
@@ -379,7 +384,25 @@ impl Lab {
             node.cmd(&["drbdadm", "up", "all"]).check()?;
         }
         st.crashed.retain(|&c| c != n);
-        self.layout.write_state(&st)
+        self.layout.write_state(&st)?;
+        // Return once the peer can reach the node again (ARP remembers the failures).
+        self.flush_neighbours();
+        if let Some(peer) = self.nodes.iter().find(|p| p.index() != n) {
+            if !st.crashed.contains(&peer.index()) {
+                let t = Duration::from_secs(20);
+                peer.wait_ssh(&lan_addr(n), t)?;
+                if !st.link_cut {
+                    peer.wait_ssh(&peer_addr(n), t)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn flush_neighbours(&self) {
+        for node in &self.nodes {
+            let _ = node.net_cmd(&["ip", "neigh", "flush", "all"], Duration::from_secs(10));
+        }
     }
 
     pub fn try_cut_link(&self) -> Result<()> {
@@ -388,9 +411,7 @@ impl Lab {
         for node in &self.nodes {
             node.cmd(&["ip", "link", "set", "eth1", "down"]).check()?;
         }
-        self.nodes[0]
-            .cmd(&["ctmgr-drbd-sim", "cut-link"])
-            .check()?;
+        self.nodes[0].cmd(&["ctmgr-drbd-sim", "cut-link"]).check()?;
         st.link_cut = true;
         self.layout.write_state(&st)
     }
@@ -407,7 +428,20 @@ impl Lab {
             .cmd(&["ctmgr-drbd-sim", "heal-link"])
             .check()?;
         st.link_cut = false;
-        self.layout.write_state(&st)
+        self.layout.write_state(&st)?;
+        self.flush_neighbours();
+        if st.crashed.is_empty() {
+            let ok = run::wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+                self.nodes[0]
+                    .net_cmd(
+                        &["ping", "-c", "1", "-W", "1", &peer_addr(2)],
+                        Duration::from_secs(5),
+                    )
+                    .success()
+            });
+            anyhow::ensure!(ok, "node1 cannot ping node2 over the healed peer link");
+        }
+        Ok(())
     }
 
     fn node_checked(&self, n: usize) -> Result<&Node> {
@@ -450,7 +484,9 @@ impl Lab {
                 store
                     .drbd
                     .as_ref()
-                    .map_or(String::new(), |(r, p, m)| format!(", DRBD {r} port {p} minor {m}"))
+                    .map_or(String::new(), |(r, p, m)| format!(
+                        ", DRBD {r} port {p} minor {m}"
+                    ))
             );
         }
         let short = Duration::from_secs(10);

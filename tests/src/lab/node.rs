@@ -304,8 +304,10 @@ impl Node {
             Ok(())
         } else {
             let last = last.map_or(String::new(), |o| o.to_string());
-            anyhow::bail!("ssh from {} to {addr} failed for {timeout:?}: {last}", self.name)
+            anyhow::bail!(
+                "ssh from {} to {addr} failed for {timeout:?}: {last}",
+                self.name
+            )
         }
     }
 }
-

@@ -33,7 +33,8 @@ pub(super) fn bring_up(lab: &Lab, mut st: State, bins: &Bins) -> Result<()> {
     for i in 1..=count {
         let store = format!("store{i}");
         let image = layout.image(&store);
-        let f = fs::File::create(&image).with_context(|| format!("creating {}", image.display()))?;
+        let f =
+            fs::File::create(&image).with_context(|| format!("creating {}", image.display()))?;
         f.set_len(st.image_mib << 20)
             .with_context(|| format!("sizing {}", image.display()))?;
         drop(f);
@@ -107,7 +108,10 @@ pub(super) fn bring_up(lab: &Lab, mut st: State, bins: &Bins) -> Result<()> {
 
     for store in &st.stores {
         let node = lab.node(store.home);
-        let dev = store.loop_dev.as_deref().context("store without loop device")?;
+        let dev = store
+            .loop_dev
+            .as_deref()
+            .context("store without loop device")?;
         let mp = format!("/srv/{}", store.name);
         node.cmd(&["mount", "-t", "btrfs", "-o", "noatime", dev, &mp])
             .check()?;
@@ -211,10 +215,24 @@ fn make_keys(layout: &Layout, nodes: usize) -> Result<()> {
         let d = layout.node_dir(n);
         let host_key = d.join("ssh_host_ed25519_key");
         let client_key = d.join("ssh/id_ed25519");
-        for (key, comment) in [(&host_key, format!("node{n}")), (&client_key, format!("root@node{n}"))] {
+        for (key, comment) in [
+            (&host_key, format!("node{n}")),
+            (&client_key, format!("root@node{n}")),
+        ] {
             let k = key.to_string_lossy();
             host_ok(
-                &["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", &comment, "-f", &k],
+                &[
+                    "ssh-keygen",
+                    "-q",
+                    "-t",
+                    "ed25519",
+                    "-N",
+                    "",
+                    "-C",
+                    &comment,
+                    "-f",
+                    &k,
+                ],
                 T_SHORT,
             )?;
         }
@@ -243,7 +261,8 @@ fn make_node(layout: &Layout, node: &Node) -> Result<()> {
     }
     args.extend(["--propagation".into(), "private".into(), "true".into()]);
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-    host_ok(&argv, T_SHORT).with_context(|| format!("creating the namespaces of {}", node.name()))?;
+    host_ok(&argv, T_SHORT)
+        .with_context(|| format!("creating the namespaces of {}", node.name()))?;
 
     let d = node.dir();
     let p = |rel: &str| d.join(rel).to_string_lossy().into_owned();
@@ -262,7 +281,15 @@ fn make_node(layout: &Layout, node: &Node) -> Result<()> {
     in_node(&["mount", "-t", "sysfs", "sysfs", "/sys"])?;
     in_node(&["mount", "--move", &cg, "/sys/fs/cgroup"])?;
     // Node-private scratch space: overlay upper dirs and the node's /run.
-    in_node(&["mount", "-t", "tmpfs", "-o", "size=256m,mode=0700", "ctmgr-lab", &privd])?;
+    in_node(&[
+        "mount",
+        "-t",
+        "tmpfs",
+        "-o",
+        "size=256m,mode=0700",
+        "ctmgr-lab",
+        &privd,
+    ])?;
     for (target, key) in [("/etc", "etc"), ("/var/lib", "varlib"), ("/root", "root")] {
         let (u, w) = (format!("{privd}/{key}/u"), format!("{privd}/{key}/w"));
         in_node(&["mkdir", "-p", &u, &w])?;
@@ -293,7 +320,15 @@ fn make_node(layout: &Layout, node: &Node) -> Result<()> {
     let run = format!("{privd}/run");
     let lab_inside = format!("{run}/ctmgr-lab/{}", layout.name);
     in_node(&["mkdir", "-p", &run])?;
-    in_node(&["mount", "-t", "tmpfs", "-o", "size=64m,mode=0755", "ctmgr-lab-run", &run])?;
+    in_node(&[
+        "mount",
+        "-t",
+        "tmpfs",
+        "-o",
+        "size=64m,mode=0755",
+        "ctmgr-lab-run",
+        &run,
+    ])?;
     in_node(&[
         "mkdir",
         "-p",
@@ -305,7 +340,12 @@ fn make_node(layout: &Layout, node: &Node) -> Result<()> {
         &lab_inside,
     ])?;
     in_node(&["mount", "--bind", &p("run-ctmgr"), &format!("{run}/ctmgr")])?;
-    in_node(&["mount", "--bind", &layout.dir.to_string_lossy(), &lab_inside])?;
+    in_node(&[
+        "mount",
+        "--bind",
+        &layout.dir.to_string_lossy(),
+        &lab_inside,
+    ])?;
     // -n: there is no /run/mount/utab to update until the move is done.
     in_node(&["mount", "-n", "--move", &run, "/run"])?;
     in_node(&["ip", "link", "set", "lo", "up"])?;
@@ -316,12 +356,29 @@ fn make_node(layout: &Layout, node: &Node) -> Result<()> {
 fn lan_uplink(lab: &Lab, node: &Node) -> Result<()> {
     let n = node.index();
     let port = format!("n{n}");
-    let lan = lab.layout().ns_file("lan", "net").to_string_lossy().into_owned();
+    let lan = lab
+        .layout()
+        .ns_file("lan", "net")
+        .to_string_lossy()
+        .into_owned();
     let addr = format!("{}/{}", files::lan_addr(n), files::LAN_PREFIX);
     for argv in [
-        vec!["ip", "link", "add", "eth0", "type", "veth", "peer", "name", &port],
+        vec![
+            "ip", "link", "add", "eth0", "type", "veth", "peer", "name", &port,
+        ],
         vec!["ip", "link", "set", &port, "netns", &lan],
-        vec!["ip", "link", "add", "br0", "type", "bridge", "stp_state", "0", "forward_delay", "0"],
+        vec![
+            "ip",
+            "link",
+            "add",
+            "br0",
+            "type",
+            "bridge",
+            "stp_state",
+            "0",
+            "forward_delay",
+            "0",
+        ],
         vec!["ip", "link", "set", "eth0", "master", "br0"],
         vec!["ip", "link", "set", "eth0", "up"],
         vec!["ip", "addr", "add", &addr, "dev", "br0"],
@@ -335,8 +392,11 @@ fn lan_uplink(lab: &Lab, node: &Node) -> Result<()> {
     ] {
         lab.lan_cmd(&argv).check()?;
     }
-    node.net_cmd(&["ip", "route", "add", "default", "via", files::GATEWAY], T_SHORT)
-        .check()?;
+    node.net_cmd(
+        &["ip", "route", "add", "default", "via", files::GATEWAY],
+        T_SHORT,
+    )
+    .check()?;
     Ok(())
 }
 
@@ -344,9 +404,26 @@ fn lan_uplink(lab: &Lab, node: &Node) -> Result<()> {
 /// the machine's own namespace.
 fn peer_link(lab: &Lab) -> Result<()> {
     let (n1, n2) = (lab.node(1), lab.node(2));
-    let ns2 = lab.layout().ns_file("node2", "net").to_string_lossy().into_owned();
-    n1.net_cmd(&["ip", "link", "add", "eth1", "type", "veth", "peer", "name", "eth1-peer"], T_SHORT)
-        .check()?;
+    let ns2 = lab
+        .layout()
+        .ns_file("node2", "net")
+        .to_string_lossy()
+        .into_owned();
+    n1.net_cmd(
+        &[
+            "ip",
+            "link",
+            "add",
+            "eth1",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth1-peer",
+        ],
+        T_SHORT,
+    )
+    .check()?;
     n1.net_cmd(&["ip", "link", "set", "eth1-peer", "netns", &ns2], T_SHORT)
         .check()?;
     n2.net_cmd(&["ip", "link", "set", "eth1-peer", "name", "eth1"], T_SHORT)
@@ -360,8 +437,11 @@ fn peer_link(lab: &Lab) -> Result<()> {
     }
     // Bounded wait for the link to carry traffic.
     let ok = run::wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
-        n1.net_cmd(&["ping", "-c", "1", "-W", "1", &files::peer_addr(2)], T_SHORT)
-            .success()
+        n1.net_cmd(
+            &["ping", "-c", "1", "-W", "1", &files::peer_addr(2)],
+            T_SHORT,
+        )
+        .success()
     });
     anyhow::ensure!(ok, "node1 cannot ping node2 over the new peer link");
     Ok(())

@@ -170,7 +170,17 @@ fn lab_loops(images: &[(String, u64)]) -> Result<Vec<String>> {
     if images.is_empty() {
         return Ok(Vec::new());
     }
-    let out = host(&["losetup", "--list", "--json", "--output", "NAME,BACK-INO,BACK-MAJ:MIN"], T).check()?;
+    let out = host(
+        &[
+            "losetup",
+            "--list",
+            "--json",
+            "--output",
+            "NAME,BACK-INO,BACK-MAJ:MIN",
+        ],
+        T,
+    )
+    .check()?;
     if out.stdout.trim().is_empty() {
         return Ok(Vec::new()); // no loop device at all
     }
@@ -186,7 +196,9 @@ fn lab_loops(images: &[(String, u64)]) -> Result<Vec<String>> {
                 serde_json::Value::String(s) => s.trim().parse().ok(),
                 _ => None,
             };
-            images.iter().any(|(mm, i)| *mm == majmin && Some(*i) == ino)
+            images
+                .iter()
+                .any(|(mm, i)| *mm == majmin && Some(*i) == ino)
         })
         .filter_map(|d| d["name"].as_str().map(str::to_string))
         .collect())
@@ -258,4 +270,90 @@ pub fn sweep() -> Result<()> {
         }
     }
     super::errors_to_result(errors)
+}
+
+/// What a lab occupies on the machine, recorded while it is up, so a test can check after
+/// `down` that nothing is left. Exact even with other labs running: processes are matched by
+/// pid and start time, loop devices by name, backing inode and a path not in another lab.
+#[derive(Debug, Clone)]
+pub struct Footprint {
+    pub name: String,
+    pub dir: PathBuf,
+    pub processes: Vec<(i32, u64)>,
+    pub loops: Vec<String>,
+    images: Vec<(String, u64)>,
+}
+
+impl Footprint {
+    pub(super) fn of(layout: &Layout) -> Result<Footprint> {
+        let mounts = own_mounts()?;
+        let mut ids: HashSet<String> = HashSet::new();
+        for n in 1..=2 {
+            ids.extend(Node::new(layout, n).ns_identities(&mounts));
+        }
+        ids.extend(procfs::ns_identity(
+            &layout.ns_file("lan", "net"),
+            "net",
+            &mounts,
+        ));
+        let processes = procfs::processes_in(&ids)
+            .into_iter()
+            .filter_map(|pid| procfs::proc_info(pid).map(|p| (pid, p.start)))
+            .collect();
+        let images = image_ids(&layout.dir);
+        Ok(Footprint {
+            name: layout.name.clone(),
+            dir: layout.dir.clone(),
+            processes,
+            loops: lab_loops(&images)?,
+            images,
+        })
+    }
+
+    /// Everything of the lab still present, described; empty when the lab is fully gone.
+    pub fn leftovers(&self) -> Vec<String> {
+        let mut left = Vec::new();
+        if self.dir.exists() {
+            left.push(format!("directory {}", self.dir.display()));
+        }
+        for m in own_mounts().unwrap_or_default() {
+            if m.mountpoint.starts_with(&self.dir) {
+                left.push(format!("mount {}", m.mountpoint.display()));
+            }
+        }
+        for &(pid, start) in &self.processes {
+            if procfs::pid_alive(pid, Some(start)) {
+                left.push(format!("process {pid}"));
+            }
+        }
+        let ours = format!("{}/", self.dir.display());
+        let out = host(
+            &[
+                "losetup",
+                "--list",
+                "--json",
+                "--output",
+                "NAME,BACK-FILE,BACK-INO,BACK-MAJ:MIN",
+            ],
+            T,
+        );
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_default();
+        for d in v["loopdevices"].as_array().cloned().unwrap_or_default() {
+            let name = d["name"].as_str().unwrap_or("");
+            let back = d["back-file"].as_str().unwrap_or("");
+            let majmin = d["back-maj:min"].as_str().unwrap_or("").trim();
+            let ino = d["back-ino"].as_u64();
+            let same_file = self
+                .images
+                .iter()
+                .any(|(mm, i)| mm == majmin && Some(*i) == ino);
+            let other_lab = back.starts_with(LAB_ROOT) && !back.starts_with(&ours);
+            if back.starts_with(&ours)
+                || (self.loops.iter().any(|l| l == name) && same_file && !other_lab)
+            {
+                left.push(format!("loop device {name} ({back})"));
+            }
+        }
+        left
+    }
 }
