@@ -14,6 +14,7 @@ pub mod journal;
 pub mod lock;
 pub mod mountinfo;
 pub mod names;
+pub mod net;
 pub mod retention;
 pub mod runner;
 pub mod snapshot;

@@ -67,6 +67,9 @@ pub enum Command {
     /// DRBD: state of the stores' resources, render .res files, lint a drbd.conf
     #[command(subcommand)]
     Drbd(commands::drbd::DrbdCommand),
+    /// Bridge and peer-link config; live checks
+    #[command(subcommand)]
+    Net(commands::net::NetCommand),
     #[command(name = "__lxc-start", hide = true)]
     LxcStart {
         lxcpath: PathBuf,

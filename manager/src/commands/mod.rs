@@ -6,6 +6,7 @@ pub mod create;
 pub mod drbd;
 pub mod lifecycle;
 pub mod list;
+pub mod net;
 pub mod snapshot;
 pub mod takeover;
 
@@ -133,6 +134,7 @@ pub fn run(cli: Cli) -> Result<ExitStatus> {
             drbd::render(&session, format.as_deref(), out)
         }
         Command::Drbd(drbd::DrbdCommand::Lint { .. }) => Ok(ExitStatus::Done),
+        Command::Net(cmd) => net::run(&session, cmd),
         Command::LxcStart { .. } | Command::LxcStop { .. } => Ok(ExitStatus::Done),
     }
 }
