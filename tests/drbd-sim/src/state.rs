@@ -144,11 +144,11 @@ impl Progress {
 
     /// Steps done: one per invocation, or one per `step_ms` of wall time, whichever is more.
     pub fn steps(&self, step_ms: u64) -> u64 {
-        let by_time = if step_ms == 0 {
-            0
-        } else {
-            now_ms().saturating_sub(self.started_ms) / step_ms
-        };
+        // step_ms == 0: driven by invocations only.
+        let by_time = now_ms()
+            .saturating_sub(self.started_ms)
+            .checked_div(step_ms)
+            .unwrap_or(0);
         self.calls.max(by_time)
     }
 }
