@@ -351,16 +351,17 @@ impl Lab {
         if let Err(e) = node.unmount_stores() {
             errors.push(format!("{e:#}"));
         }
+        // The stand-in first: it may check its config against the node's addresses.
+        if st.nodes == 2 {
+            if let Err(e) = node.cmd(&["ctmgr-drbd-sim", "crash", node.name()]).check() {
+                errors.push(format!("{e:#}"));
+            }
+        }
         for dev in ["eth0", "eth1"] {
             if node.has_link(dev) {
                 if let Err(e) = node.cmd(&["ip", "link", "set", dev, "down"]).check() {
                     errors.push(format!("{e:#}"));
                 }
-            }
-        }
-        if st.nodes == 2 {
-            if let Err(e) = node.cmd(&["ctmgr-drbd-sim", "crash", node.name()]).check() {
-                errors.push(format!("{e:#}"));
             }
         }
         if !st.crashed.contains(&n) {
@@ -408,10 +409,11 @@ impl Lab {
     pub fn try_cut_link(&self) -> Result<()> {
         let mut st = self.state()?;
         anyhow::ensure!(st.nodes == 2, "a one-node lab has no peer link");
+        // The stand-in first: it may check its config against the node's addresses.
+        self.nodes[0].cmd(&["ctmgr-drbd-sim", "cut-link"]).check()?;
         for node in &self.nodes {
             node.cmd(&["ip", "link", "set", "eth1", "down"]).check()?;
         }
-        self.nodes[0].cmd(&["ctmgr-drbd-sim", "cut-link"]).check()?;
         st.link_cut = true;
         self.layout.write_state(&st)
     }

@@ -61,7 +61,7 @@ pub(super) fn bring_up(lab: &Lab, mut st: State, bins: &Bins) -> Result<()> {
     let gw = format!("{}/{}", files::GATEWAY, files::LAN_PREFIX);
     for argv in [
         vec!["ip", "link", "set", "lo", "up"],
-        vec!["ip", "link", "add", "lan", "type", "bridge"],
+        vec!["ip", "link", "add", "lan", "type", "bridge", "stp_state", "0", "forward_delay", "0"],
         vec!["ip", "addr", "add", &gw, "dev", "lan"],
         vec!["ip", "link", "set", "lan", "up"],
     ] {
