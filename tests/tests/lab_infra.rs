@@ -17,7 +17,10 @@ fn up(nodes: usize) -> Lab {
 
 fn ping(lab: &Lab, from: usize, addr: &str) -> bool {
     lab.node(from)
-        .cmd_timeout(&["ping", "-c", "1", "-W", "1", addr], Duration::from_secs(10))
+        .cmd_timeout(
+            &["ping", "-c", "1", "-W", "1", addr],
+            Duration::from_secs(10),
+        )
         .success()
 }
 
@@ -56,8 +59,14 @@ fn lab_two_nodes() {
 
     // Both paths, both ways, and the gateway.
     for (from, to) in [(1, 2), (2, 1)] {
-        assert!(ping(&lab, from, &peer_addr(to)), "peer ping node{from}->node{to}");
-        assert!(ping(&lab, from, &lan_addr(to)), "LAN ping node{from}->node{to}");
+        assert!(
+            ping(&lab, from, &peer_addr(to)),
+            "peer ping node{from}->node{to}"
+        );
+        assert!(
+            ping(&lab, from, &lan_addr(to)),
+            "LAN ping node{from}->node{to}"
+        );
         assert!(ping(&lab, from, GATEWAY), "gateway ping from node{from}");
         for addr in [peer_addr(to), lan_addr(to), format!("node{to}")] {
             let out = ssh(&lab, from, &addr);
@@ -68,8 +77,14 @@ fn lab_two_nodes() {
 
     // The stores are mounted at home, and their bytes are shared: what node1 writes to
     // store1 is what node2 reads from the same device.
-    assert_eq!(n1.store_mounts().unwrap(), vec!["/srv/store1".into()] as Vec<std::path::PathBuf>);
-    assert_eq!(n2.store_mounts().unwrap(), vec!["/srv/store2".into()] as Vec<std::path::PathBuf>);
+    assert_eq!(
+        n1.store_mounts().unwrap(),
+        vec!["/srv/store1".into()] as Vec<std::path::PathBuf>
+    );
+    assert_eq!(
+        n2.store_mounts().unwrap(),
+        vec!["/srv/store2".into()] as Vec<std::path::PathBuf>
+    );
     n1.write_file("/srv/store1/containers/hello", b"from node1\n")
         .unwrap();
     n1.cmd(&["umount", "/srv/store1"]).assert_success();
@@ -95,6 +110,14 @@ fn lab_two_nodes() {
     assert!(!ping(&lab, 2, &peer_addr(1)));
     assert!(ping(&lab, 1, &lan_addr(2)));
     ssh(&lab, 1, &lan_addr(2)).assert_success();
+    // A pulled cable: eth1 stays up (no carrier), so DRBD's config check still finds the
+    // node's peer-link address.
+    for node in [n1, n2] {
+        let link = node.cmd(&["ip", "link", "show", "dev", "eth1"]);
+        assert!(link.stdout.contains("NO-CARRIER"), "{link}");
+        node.cmd(&["/usr/sbin/drbdadm", "-c", "/etc/drbd.conf", "dump", "all"])
+            .assert_success();
+    }
     lab.heal_link();
     assert!(ping(&lab, 1, &peer_addr(2)));
 
@@ -104,7 +127,10 @@ fn lab_two_nodes() {
     assert!(!ping(&lab, 1, &lan_addr(2)));
     assert!(!ssh(&lab, 1, &lan_addr(2)).success());
     assert!(n2.store_mounts().unwrap().is_empty());
-    assert!(ping(&lab, 1, GATEWAY), "the survivor still reaches its gateway");
+    assert!(
+        ping(&lab, 1, GATEWAY),
+        "the survivor still reaches its gateway"
+    );
     lab.revive(2);
     ssh(&lab, 1, &peer_addr(2)).assert_success();
     ssh(&lab, 2, &lan_addr(1)).assert_success();
@@ -125,14 +151,19 @@ fn lab_sandbox_one_node() {
     let n1 = lab.node(1);
     assert_eq!(n1.cmd(&["hostname"]).stdout.trim(), "node1");
     assert!(ping(&lab, 1, GATEWAY));
-    assert_eq!(n1.store_mounts().unwrap(), vec![std::path::PathBuf::from("/srv/store1")]);
-    n1.cmd(&["test", "-d", "/srv/store1/containers"]).assert_success();
+    assert_eq!(
+        n1.store_mounts().unwrap(),
+        vec![std::path::PathBuf::from("/srv/store1")]
+    );
+    n1.cmd(&["test", "-d", "/srv/store1/containers"])
+        .assert_success();
     let fstype = n1.cmd(&["stat", "-f", "-c", "%T", "/srv/store1"]);
     assert_eq!(fstype.stdout.trim(), "btrfs");
     let toml = n1.read_file("/etc/ctmgr/cluster.toml").unwrap();
     assert!(!toml.contains("drbd") && !toml.contains("node2"), "{toml}");
     // LXC sees the bridge through the node's own sysfs.
-    n1.cmd(&["test", "-d", "/sys/class/net/br0/bridge"]).assert_success();
+    n1.cmd(&["test", "-d", "/sys/class/net/br0/bridge"])
+        .assert_success();
     let fp = lab.footprint().unwrap();
     lab.down().unwrap();
     assert_gone(&fp);

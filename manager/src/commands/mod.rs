@@ -170,9 +170,8 @@ pub fn print_table(header: &[&str], rows: &[Vec<String>]) -> Result<()> {
 
 /// Prints a value as pretty JSON on stdout.
 pub fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
-    let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, value).context("failed to write JSON")?;
-    writeln!(out)?;
+    let text = serde_json::to_string_pretty(value).context("failed to encode JSON")?;
+    writeln!(std::io::stdout().lock(), "{text}")?;
     Ok(())
 }
 

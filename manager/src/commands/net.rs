@@ -47,6 +47,23 @@ impl From<FormatArg> for net::Format {
     }
 }
 
+/// `net render --json` (docs/network.md).
+#[derive(serde::Serialize)]
+struct RenderReport<'a> {
+    node: &'a str,
+    format: net::Format,
+    files: &'a [net::RenderedFile],
+    warnings: &'a [String],
+}
+
+/// `net check --json` (docs/network.md).
+#[derive(serde::Serialize)]
+struct CheckReport<'a> {
+    node: &'a str,
+    ok: bool,
+    findings: &'a [Finding],
+}
+
 pub fn run(s: &Session, cmd: &NetCommand) -> Result<ExitStatus> {
     match cmd {
         NetCommand::Render { format, out } => render(s, (*format).into(), out.as_deref()),
@@ -55,7 +72,7 @@ pub fn run(s: &Session, cmd: &NetCommand) -> Result<ExitStatus> {
 }
 
 fn render(s: &Session, format: net::Format, out: Option<&Path>) -> Result<ExitStatus> {
-    let node = s.this_node();
+    let node = this_node(s)?;
     let rendered = net::render(&s.config, node, format)
         .with_context(|| format!("failed to render the network of node {}", node.name))?;
     for w in &rendered.warnings {
@@ -65,12 +82,12 @@ fn render(s: &Session, format: net::Format, out: Option<&Path>) -> Result<ExitSt
     }
     match out {
         Some(dir) => write_files(s, &rendered, dir)?,
-        None if s.json => print_json(&serde_json::json!({
-            "node": node.name,
-            "format": format,
-            "files": rendered.files,
-            "warnings": rendered.warnings,
-        }))?,
+        None if s.json => print_json(&RenderReport {
+            node: &node.name,
+            format,
+            files: &rendered.files,
+            warnings: &rendered.warnings,
+        })?,
         None => print_files(&rendered)?,
     }
     Ok(ExitStatus::Done)
@@ -91,7 +108,11 @@ fn write_files(s: &Session, rendered: &Rendered, dir: &Path) -> Result<()> {
         let target = dir.join(name);
         ctmgr::fsutil::write_atomic(&target, f.content.as_bytes(), 0o644)
             .with_context(|| format!("failed to write {}", target.display()))?;
-        s.say(&format!("wrote {} (belongs in {})", target.display(), f.path.display()));
+        s.say(&format!(
+            "wrote {} (belongs in {})",
+            target.display(),
+            f.path.display()
+        ));
     }
     Ok(())
 }
@@ -109,7 +130,7 @@ fn print_files(rendered: &Rendered) -> Result<()> {
 }
 
 fn check(s: &Session) -> Result<ExitStatus> {
-    let node = s.this_node();
+    let node = this_node(s)?;
     let (hosts_text, hosts_problem) = match std::fs::read_to_string(HOSTS_FILE) {
         Ok(text) => (text, None),
         Err(e) => (
@@ -118,7 +139,9 @@ fn check(s: &Session) -> Result<ExitStatus> {
                 check: "hosts".to_owned(),
                 ok: false,
                 severity: net::Severity::Error,
-                message: format!("cannot read {HOSTS_FILE}: {e}; node names cannot resolve to the peer link"),
+                message: format!(
+                    "cannot read {HOSTS_FILE}: {e}; node names cannot resolve to the peer link"
+                ),
             }),
         ),
     };
@@ -132,11 +155,11 @@ fn check(s: &Session) -> Result<ExitStatus> {
     ));
     let all_ok = findings.iter().all(|f| f.ok);
     if s.json {
-        print_json(&serde_json::json!({
-            "node": node.name,
-            "ok": all_ok,
-            "findings": findings,
-        }))?;
+        print_json(&CheckReport {
+            node: &node.name,
+            ok: all_ok,
+            findings: &findings,
+        })?;
     } else {
         let rows: Vec<Vec<String>> = findings
             .iter()
@@ -155,6 +178,13 @@ fn check(s: &Session) -> Result<ExitStatus> {
     } else {
         ExitStatus::Failed
     })
+}
+
+/// This node's entry; `Session::open` resolved it, so it exists.
+fn this_node(s: &Session) -> Result<&ctmgr::config::Node> {
+    s.config
+        .node(&s.node)
+        .with_context(|| format!("node {} is not in {}", s.node, s.config.path.display()))
 }
 
 fn status_word(f: &Finding) -> &'static str {
@@ -179,8 +209,15 @@ mod tests {
     #[test]
     fn format_defaults_to_interfaces_and_accepts_networkd() {
         let t = T::try_parse_from(["t", "render"]).unwrap();
-        assert!(matches!(t.cmd, NetCommand::Render { format: FormatArg::Interfaces, out: None }));
-        let t = T::try_parse_from(["t", "render", "--format", "networkd", "--out", "/tmp/x"]).unwrap();
+        assert!(matches!(
+            t.cmd,
+            NetCommand::Render {
+                format: FormatArg::Interfaces,
+                out: None
+            }
+        ));
+        let t =
+            T::try_parse_from(["t", "render", "--format", "networkd", "--out", "/tmp/x"]).unwrap();
         match t.cmd {
             NetCommand::Render { format, out } => {
                 assert_eq!(net::Format::from(format), net::Format::Networkd);

@@ -137,7 +137,8 @@ impl Link {
     pub fn is_running(&self) -> bool {
         self.is_up()
             && !self.has_flag("NO-CARRIER")
-            && (self.operstate == "UP" || (self.operstate == "UNKNOWN" && self.has_flag("LOWER_UP")))
+            && (self.operstate == "UP"
+                || (self.operstate == "UNKNOWN" && self.has_flag("LOWER_UP")))
     }
 
     /// IPv4 and IPv6 addresses with their prefix lengths.
@@ -164,7 +165,11 @@ impl Link {
     }
 
     fn state_words(&self) -> String {
-        format!("operstate {}, flags {}", self.operstate, self.flags.join(","))
+        format!(
+            "operstate {}, flags {}",
+            self.operstate,
+            self.flags.join(",")
+        )
     }
 }
 
@@ -272,7 +277,10 @@ fn show(runner: &dyn Runner, args: &[&str]) -> Shown {
         ));
     }
     match parse_ip_links(&out.stdout) {
-        Ok(links) => links.into_iter().next().map_or(Shown::Missing, Shown::Found),
+        Ok(links) => links
+            .into_iter()
+            .next()
+            .map_or(Shown::Missing, Shown::Found),
         Err(source) => Shown::Unknown(error_text(&NetError::IpJson {
             command: cmd.display(),
             source,
@@ -460,7 +468,10 @@ pub fn lan_address_finding(node: &Node, bridge: &str, br: &Shown, uplink: &Shown
             return Finding::fail(
                 C,
                 Severity::Error,
-                format!("{lan}/{} cannot be on {bridge}: the bridge does not exist (see check `bridge`)", node.lan_prefix),
+                format!(
+                "{lan}/{} cannot be on {bridge}: the bridge does not exist (see check `bridge`)",
+                node.lan_prefix
+            ),
             )
         }
         Shown::Unknown(why) => {
@@ -541,9 +552,9 @@ pub fn peer_link_finding(config: &Config, node: &Node, shown: &Shown) -> Finding
                 C,
                 Severity::Error,
                 format!(
-                    "{} is on {ifc} as /{p} but cluster.toml says peer_prefix {}: correct one of them",
-                    node.address, node.peer_prefix
-                ),
+                "{} is on {ifc} as /{p} but cluster.toml says peer_prefix {}: correct one of them",
+                node.address, node.peer_prefix
+            ),
             )
         }
         Some(_) => {}
@@ -825,11 +836,20 @@ mod tests {
         assert!(f.ok, "{f:?}");
         assert!(bridge_finding("br0", "eth0", &found(BR0_NO_PORTS)).ok);
         let f = bridge_finding("br0", "eth0", &found(BR0_FRESH));
-        assert!(!f.ok && f.message.starts_with("bridge br0 is down"), "{f:?}");
+        assert!(
+            !f.ok && f.message.starts_with("bridge br0 is down"),
+            "{f:?}"
+        );
         let f = bridge_finding("br0", "eth0", &found(BR0_NO_CARRIER));
-        assert!(!f.ok && f.message.contains("no carrier") && f.message.contains("eth0"), "{f:?}");
+        assert!(
+            !f.ok && f.message.contains("no carrier") && f.message.contains("eth0"),
+            "{f:?}"
+        );
         let f = bridge_finding("br0", "eth0", &found(VETH_D));
-        assert!(!f.ok && f.message.contains("is a veth device, not a bridge"), "{f:?}");
+        assert!(
+            !f.ok && f.message.contains("is a veth device, not a bridge"),
+            "{f:?}"
+        );
         let f = bridge_finding("br0", "eth0", &Shown::Missing);
         assert!(!f.ok && f.message.contains("does not exist") && f.message.contains("ifup br0"));
         assert_eq!(f.severity, Severity::Error);
@@ -843,7 +863,12 @@ mod tests {
         let f = uplink_finding(n, "br0", &found(ETH0_LOWERDOWN));
         assert!(!f.ok && f.message.contains("no carrier"), "{f:?}");
         let f = uplink_finding(n, "br0", &found(ETH1_UP));
-        assert!(!f.ok && f.message.contains("eth0 is not a port of br0 (master: none)"), "{f:?}");
+        assert!(
+            !f.ok
+                && f.message
+                    .contains("eth0 is not a port of br0 (master: none)"),
+            "{f:?}"
+        );
         // An uplink that still carries the LAN address (the classic
         // half-migrated setup) is flagged.
         let with_addr = ETH0_PORT.replace(
@@ -851,9 +876,15 @@ mod tests {
             r#""addr_info":[{"family":"inet","local":"10.1.0.5","prefixlen":24},"#,
         );
         let f = uplink_finding(n, "br0", &found(&with_addr));
-        assert!(!f.ok && f.severity == Severity::Warning && f.message.contains("carries 10.1.0.5/24"), "{f:?}");
+        assert!(
+            !f.ok && f.severity == Severity::Warning && f.message.contains("carries 10.1.0.5/24"),
+            "{f:?}"
+        );
         let f = lan_address_finding(n, "br0", &found(BR0_FRESH), &found(&with_addr));
-        assert!(!f.ok && f.message.contains("on the uplink eth0 instead"), "{f:?}");
+        assert!(
+            !f.ok && f.message.contains("on the uplink eth0 instead"),
+            "{f:?}"
+        );
     }
 
     #[test]
@@ -863,10 +894,18 @@ mod tests {
         let up = found(ETH0_PORT);
         assert!(lan_address_finding(n, "br0", &found(BR0_UP), &up).ok);
         let f = lan_address_finding(n, "br0", &found(BR0_FRESH), &up);
-        assert!(!f.ok && f.message.starts_with("10.1.0.5/24 is not on br0"), "{f:?}");
+        assert!(
+            !f.ok && f.message.starts_with("10.1.0.5/24 is not on br0"),
+            "{f:?}"
+        );
         let wrong = BR0_UP.replace(r#""prefixlen":24"#, r#""prefixlen":16"#);
         let f = lan_address_finding(n, "br0", &found(&wrong), &up);
-        assert!(!f.ok && f.message.contains("as /16 but cluster.toml says lan_prefix 24"), "{f:?}");
+        assert!(
+            !f.ok
+                && f.message
+                    .contains("as /16 but cluster.toml says lan_prefix 24"),
+            "{f:?}"
+        );
         // node2 has no lan_address: nothing to fail.
         let f = lan_address_finding(c.node("node2").unwrap(), "br0", &Shown::Missing, &up);
         assert!(f.ok && f.message.contains("no lan_address"), "{f:?}");
@@ -880,12 +919,27 @@ mod tests {
         let f = peer_link_finding(&c, n, &found(ETH1_DOWN));
         assert!(!f.ok && f.message.starts_with("eth1 is down"), "{f:?}");
         let f = peer_link_finding(&c, n, &found(ETH1_BARE));
-        assert!(!f.ok && f.message.contains("10.0.254.1/30 is not on eth1 (it has no IPv4 address)"), "{f:?}");
+        assert!(
+            !f.ok
+                && f.message
+                    .contains("10.0.254.1/30 is not on eth1 (it has no IPv4 address)"),
+            "{f:?}"
+        );
         let f = peer_link_finding(&c, c.node("node2").unwrap(), &found(ETH1_UP));
-        assert!(!f.ok && f.message.contains("10.0.254.2/30 is not on eth1 (it has 10.0.254.1/30)"), "{f:?}");
+        assert!(
+            !f.ok
+                && f.message
+                    .contains("10.0.254.2/30 is not on eth1 (it has 10.0.254.1/30)"),
+            "{f:?}"
+        );
         let wrong = ETH1_UP.replacen(r#""prefixlen":30"#, r#""prefixlen":24"#, 1);
         let f = peer_link_finding(&c, n, &found(&wrong));
-        assert!(!f.ok && f.message.contains("as /24 but cluster.toml says peer_prefix 30"), "{f:?}");
+        assert!(
+            !f.ok
+                && f.message
+                    .contains("as /24 but cluster.toml says peer_prefix 30"),
+            "{f:?}"
+        );
         let f = peer_link_finding(&c, n, &Shown::Missing);
         assert!(!f.ok && f.message.contains("cabled to node2"), "{f:?}");
     }
@@ -894,17 +948,33 @@ mod tests {
     fn hosts_entries() {
         let c = example();
         let n2 = c.node("node2").unwrap();
-        let good = parse_hosts("127.0.0.1 localhost\n10.0.254.1 node1\n10.0.254.2 node2 node2.erp\n");
+        let good =
+            parse_hosts("127.0.0.1 localhost\n10.0.254.1 node1\n10.0.254.2 node2 node2.erp\n");
         assert!(hosts_finding(n2, &good).ok);
         let f = hosts_finding(n2, &parse_hosts("127.0.0.1 localhost\n10.0.254.1 node1\n"));
-        assert!(!f.ok && f.check == "hosts:node2" && f.message.contains("add `10.0.254.2 node2`"), "{f:?}");
+        assert!(
+            !f.ok && f.check == "hosts:node2" && f.message.contains("add `10.0.254.2 node2`"),
+            "{f:?}"
+        );
         // Debian's installer line shadows the peer-link address.
-        let f = hosts_finding(n2, &parse_hosts("127.0.1.1 node2.erp node2\n10.0.254.2 node2\n"));
-        assert!(!f.ok && f.message.contains("resolves node2 to 127.0.1.1"), "{f:?}");
-        assert!(f.message.contains("put `10.0.254.2 node2` above") && f.message.contains("installer"), "{f:?}");
+        let f = hosts_finding(
+            n2,
+            &parse_hosts("127.0.1.1 node2.erp node2\n10.0.254.2 node2\n"),
+        );
+        assert!(
+            !f.ok && f.message.contains("resolves node2 to 127.0.1.1"),
+            "{f:?}"
+        );
+        assert!(
+            f.message.contains("put `10.0.254.2 node2` above") && f.message.contains("installer"),
+            "{f:?}"
+        );
         // The LAN address alone is not what DRBD and ssh should use.
         let f = hosts_finding(n2, &parse_hosts("10.1.0.6 node2\n"));
-        assert!(!f.ok && f.message.contains("add `10.0.254.2 node2`"), "{f:?}");
+        assert!(
+            !f.ok && f.message.contains("add `10.0.254.2 node2`"),
+            "{f:?}"
+        );
     }
 
     #[test]
@@ -913,15 +983,27 @@ mod tests {
         assert_eq!(
             l,
             vec![
-                Listener { address: "10.0.254.1".into(), port: 22, process: Some("python3 (pid 28557)".into()) },
-                Listener { address: "0.0.0.0".into(), port: 7789, process: Some("python3 (pid 28557)".into()) },
+                Listener {
+                    address: "10.0.254.1".into(),
+                    port: 22,
+                    process: Some("python3 (pid 28557)".into())
+                },
+                Listener {
+                    address: "0.0.0.0".into(),
+                    port: 7789,
+                    process: Some("python3 (pid 28557)".into())
+                },
             ]
         );
-        assert!(parse_ss_listeners(SS_NO_P).iter().all(|l| l.process.is_none()));
+        assert!(parse_ss_listeners(SS_NO_P)
+            .iter()
+            .all(|l| l.process.is_none()));
         let v6 = parse_ss_listeners(SS_P_V6);
         assert_eq!(v6[1].address, "*");
         assert_eq!(v6[1].port, 2222);
-        let bracketed = parse_ss_listeners("LISTEN 0 4096 [::]:22 [::]:*\nLISTEN 0 4096 127.0.0.53%lo:53 0.0.0.0:*\ngarbage\n");
+        let bracketed = parse_ss_listeners(
+            "LISTEN 0 4096 [::]:22 [::]:*\nLISTEN 0 4096 127.0.0.53%lo:53 0.0.0.0:*\ngarbage\n",
+        );
         assert_eq!(bracketed[0].address, "::");
         assert_eq!(bracketed[0].display_address(), "[::]:22");
         assert_eq!(bracketed[1].address, "127.0.0.53");
@@ -933,13 +1015,21 @@ mod tests {
         let n = node1(&c);
         let taken = parse_ss_listeners(&SS_P.replace(":7789", ":7788"));
         let f = port_finding(n, "store1", "r0", 7788, &taken);
-        assert!(!f.ok && f.message.contains("taken by python3 (pid 28557) on 0.0.0.0:7788"), "{f:?}");
+        assert!(
+            !f.ok
+                && f.message
+                    .contains("taken by python3 (pid 28557) on 0.0.0.0:7788"),
+            "{f:?}"
+        );
         // Kernel sockets (no owner) on the peer-link address are DRBD's own.
         let drbd = parse_ss_listeners("LISTEN 0 5 10.0.254.1:7788 0.0.0.0:*\n");
         assert!(port_finding(n, "store1", "r0", 7788, &drbd).ok);
         let elsewhere = parse_ss_listeners("LISTEN 0 5 10.1.0.5:7788 0.0.0.0:*\n");
         let f = port_finding(n, "store1", "r0", 7788, &elsewhere);
-        assert!(!f.ok && f.severity == Severity::Warning && f.message.contains("/etc/drbd.d/r0.res"), "{f:?}");
+        assert!(
+            !f.ok && f.severity == Severity::Warning && f.message.contains("/etc/drbd.d/r0.res"),
+            "{f:?}"
+        );
         let f = port_finding(n, "store1", "r0", 7788, &parse_ss_listeners(SS_P));
         assert!(f.ok && f.message.contains("free"), "{f:?}");
     }
@@ -968,7 +1058,16 @@ mod tests {
         let names: Vec<_> = f.iter().map(|f| f.check.as_str()).collect();
         assert_eq!(
             names,
-            ["bridge", "uplink", "lan-address", "peer-link", "hosts:node1", "hosts:node2", "peer-reach:link", "drbd-port:store1"]
+            [
+                "bridge",
+                "uplink",
+                "lan-address",
+                "peer-link",
+                "hosts:node1",
+                "hosts:node2",
+                "peer-reach:link",
+                "drbd-port:store1"
+            ]
         );
         assert!(f.iter().all(|f| f.ok), "{f:#?}");
         assert_eq!(
@@ -981,14 +1080,25 @@ mod tests {
     fn broken_node_fails_with_fixes() {
         let c = example();
         let r = RecordingRunner::new();
-        r.answer("ip -j -d addr show dev br0", 1, "", "Device \"br0\" does not exist.\n");
+        r.answer(
+            "ip -j -d addr show dev br0",
+            1,
+            "",
+            "Device \"br0\" does not exist.\n",
+        );
         r.answer("ip -j addr show dev eth0", 1, "", NO_DEVICE);
         r.answer("ip -j addr show dev eth1", 0, ETH1_DOWN, "");
         // ss is not scripted: the runner fails as if ss were missing.
         let f = check(&c, node1(&c), &r, "", &|_, _| false);
         assert!(f.iter().all(|f| !f.ok), "{f:#?}");
-        assert!(f.iter().any(|f| f.check == "drbd-ports" && f.message.starts_with("cannot list TCP listeners")));
-        assert!(f.iter().any(|f| f.check == "peer-reach:link" && f.message.contains("within 3 s")));
+        assert!(
+            f.iter()
+                .any(|f| f.check == "drbd-ports"
+                    && f.message.starts_with("cannot list TCP listeners"))
+        );
+        assert!(f
+            .iter()
+            .any(|f| f.check == "peer-reach:link" && f.message.contains("within 3 s")));
     }
 
     #[test]
@@ -997,13 +1107,22 @@ mod tests {
         let r = healthy_runner();
         r.answer("ip -j -d addr show dev br0", 0, "[{\"ifname\": ", "");
         let f = check(&c, node1(&c), &r, HOSTS, &|_, _| true);
-        assert!(!f[0].ok && f[0].message.contains("cannot read the output of `ip -j -d addr show dev br0`"), "{:?}", f[0]);
+        assert!(
+            !f[0].ok
+                && f[0]
+                    .message
+                    .contains("cannot read the output of `ip -j -d addr show dev br0`"),
+            "{:?}",
+            f[0]
+        );
     }
 
     #[test]
     fn peer_lan_address_is_probed_in_parallel() {
-        let text = crate::net::tests::EXAMPLE
-            .replace("address = \"10.0.254.2\"", "address = \"10.0.254.2\"\nlan_address = \"10.1.0.6\"");
+        let text = crate::net::tests::EXAMPLE.replace(
+            "address = \"10.0.254.2\"",
+            "address = \"10.0.254.2\"\nlan_address = \"10.1.0.6\"",
+        );
         let c = Config::parse(&text, std::path::Path::new("test.toml")).unwrap();
         let t = Duration::from_millis(300);
         let slow_dead = |_: SocketAddr, t: Duration| {
@@ -1012,10 +1131,18 @@ mod tests {
         };
         let start = Instant::now();
         let f = reach_findings(&c, node1(&c), &slow_dead, t);
-        assert!(start.elapsed() < Duration::from_millis(550), "{:?}", start.elapsed());
+        assert!(
+            start.elapsed() < Duration::from_millis(550),
+            "{:?}",
+            start.elapsed()
+        );
         assert_eq!(f.len(), 2);
         assert_eq!(f[1].check, "peer-reach:lan");
-        assert!(!f[1].ok && f[1].message.contains("10.1.0.6:22"), "{:?}", f[1]);
+        assert!(
+            !f[1].ok && f[1].message.contains("10.1.0.6:22"),
+            "{:?}",
+            f[1]
+        );
     }
 
     #[test]
@@ -1049,6 +1176,9 @@ mod tests {
         let start = Instant::now();
         assert!(!tcp_probe(addr, Duration::from_millis(300)));
         let took = start.elapsed();
-        assert!(took >= Duration::from_millis(250) && took < Duration::from_secs(2), "{took:?}");
+        assert!(
+            took >= Duration::from_millis(250) && took < Duration::from_secs(2),
+            "{took:?}"
+        );
     }
 }

@@ -141,8 +141,9 @@ impl<'a> Plan<'a> {
                 "Peer link to {} ({}): DRBD replication and ssh.",
                 p.name, p.address
             ),
-            None => "Peer link (no peer node in cluster.toml yet): DRBD replication and ssh."
-                .to_owned(),
+            None => {
+                "Peer link (no peer node in cluster.toml yet): DRBD replication and ssh.".to_owned()
+            }
         }
     }
 
@@ -171,7 +172,11 @@ fn interfaces(p: &Plan<'_>) -> RenderedFile {
     );
     s.push('\n');
 
-    let _ = writeln!(s, "# LAN uplink: a port of {}, no address of its own.", p.bridge);
+    let _ = writeln!(
+        s,
+        "# LAN uplink: a port of {}, no address of its own.",
+        p.bridge
+    );
     let _ = writeln!(s, "auto {}", n.uplink);
     let _ = writeln!(s, "iface {} inet manual", n.uplink);
     s.push('\n');
@@ -290,7 +295,10 @@ mod tests {
         let r = render(&c, node(&c, "node1"), Format::Interfaces).unwrap();
         assert!(r.warnings.is_empty(), "{:?}", r.warnings);
         assert_eq!(r.files.len(), 1);
-        assert_eq!(r.files[0].path, Path::new("/etc/network/interfaces.d/ctmgr"));
+        assert_eq!(
+            r.files[0].path,
+            Path::new("/etc/network/interfaces.d/ctmgr")
+        );
         assert_eq!(
             r.files[0].content,
             "\
@@ -341,7 +349,11 @@ iface eth1 inet static
         let c = example();
         let r = render(&c, node(&c, "node1"), Format::Networkd).unwrap();
         assert!(r.warnings.is_empty());
-        let paths: Vec<_> = r.files.iter().map(|f| f.path.display().to_string()).collect();
+        let paths: Vec<_> = r
+            .files
+            .iter()
+            .map(|f| f.path.display().to_string())
+            .collect();
         assert_eq!(
             paths,
             [
@@ -351,7 +363,8 @@ iface eth1 inet static
                 "/etc/systemd/network/40-ctmgr-eth1.network",
             ]
         );
-        let header = "# Written by `ctmgr net render` for node node1 of cluster erp from test.toml.\n\
+        let header =
+            "# Written by `ctmgr net render` for node node1 of cluster erp from test.toml.\n\
                       # Change cluster.toml and render again rather than editing this file.\n";
         let bodies = [
             "# LAN bridge: the containers' veth interfaces join it.\n\
@@ -374,7 +387,10 @@ iface eth1 inet static
         let r = render(&c, node(&c, "node2"), Format::Networkd).unwrap();
         assert_eq!(r.warnings.len(), 2);
         let bridge = &r.files[2].content;
-        assert!(bridge.contains("[Network]\nLinkLocalAddressing=no\n"), "{bridge}");
+        assert!(
+            bridge.contains("[Network]\nLinkLocalAddressing=no\n"),
+            "{bridge}"
+        );
         assert!(!bridge.contains("Address="), "{bridge}");
         assert!(!bridge.contains("Gateway="), "{bridge}");
         assert!(bridge.contains("# node \"node2\" has no lan_address"));
@@ -392,11 +408,19 @@ iface eth1 inet static
         let r = render(&c, node(&c, "node1"), Format::Interfaces).unwrap();
         let t = &r.files[0].content;
         assert!(t.contains("iface enp3s0 inet manual"));
-        assert!(t.contains("address 192.168.7.5/23\n    gateway 192.168.6.1\n    bridge_ports enp3s0\n"));
+        assert!(t.contains(
+            "address 192.168.7.5/23\n    gateway 192.168.6.1\n    bridge_ports enp3s0\n"
+        ));
         assert!(t.contains("iface enp4s0 inet static\n    address 10.0.254.1/31\n"));
         let n = render(&c, node(&c, "node1"), Format::Networkd).unwrap();
-        assert_eq!(n.files[1].path, Path::new("/etc/systemd/network/20-ctmgr-enp3s0.network"));
-        assert_eq!(n.files[3].path, Path::new("/etc/systemd/network/40-ctmgr-enp4s0.network"));
+        assert_eq!(
+            n.files[1].path,
+            Path::new("/etc/systemd/network/20-ctmgr-enp3s0.network")
+        );
+        assert_eq!(
+            n.files[3].path,
+            Path::new("/etc/systemd/network/40-ctmgr-enp4s0.network")
+        );
     }
 
     #[test]
@@ -419,7 +443,9 @@ iface eth1 inet static
         let c = Config::parse(&text, Path::new("test.toml")).unwrap();
         let err = render(&c, node(&c, "node2"), Format::Networkd).unwrap_err();
         assert!(matches!(err, NetError::InterfaceClash { .. }), "{err}");
-        assert!(err.to_string().contains("peer_interface \"br0\" is also the bridge"));
+        assert!(err
+            .to_string()
+            .contains("peer_interface \"br0\" is also the bridge"));
     }
 
     #[test]
@@ -428,6 +454,9 @@ iface eth1 inet static
         let mut stranger = node(&c, "node1").clone();
         stranger.name = "node9".into();
         let err = render(&c, &stranger, Format::Interfaces).unwrap_err();
-        assert_eq!(err.to_string(), "node \"node9\" is not defined in test.toml");
+        assert_eq!(
+            err.to_string(),
+            "node \"node9\" is not defined in test.toml"
+        );
     }
 }

@@ -68,6 +68,12 @@ fn node_index(s: &str) -> Result<usize> {
     }
 }
 
+/// Prints to stdout, ignoring a closed pipe (`ctmgr-lab status | head`).
+fn out(text: &str) {
+    use std::io::Write;
+    let _ = std::io::stdout().write_all(text.as_bytes());
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
@@ -95,13 +101,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 drbd_version: Some(drbd),
             };
             let lab = Lab::up(spec, &bins)?;
-            print!("{}", lab.status());
+            out(&lab.status());
             lab.persist()?;
-            println!("lab {name} is up; `ctmgr-lab exec node1 CMD…`, `ctmgr-lab down` when done");
+            out(&format!(
+                "lab {name} is up; `ctmgr-lab --name {name} exec node1 CMD…`, `ctmgr-lab --name {name} down` when done\n"
+            ));
         }
         Cmd::Down => {
             Lab::down_by_name(name).with_context(|| format!("tearing down lab {name}"))?;
-            println!("lab {name} is down");
+            out(&format!("lab {name} is down\n"));
         }
         Cmd::Exec {
             node,
@@ -111,23 +119,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let lab = Lab::attach(name)?;
             let n = node_index(&node)?;
             let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-            let out = lab
+            let output = lab
                 .node(n)
                 .cmd_with(&argv, &Opts::timeout(Duration::from_secs(timeout)));
-            print!("{}", out.stdout);
-            eprint!("{}", out.stderr);
-            if out.timed_out {
+            out(&output.stdout);
+            eprint!("{}", output.stderr);
+            if output.timed_out {
                 eprintln!("ctmgr-lab: killed after {timeout} s");
                 return Ok(ExitCode::from(124));
             }
-            let code = out.code().unwrap_or(128 + 9);
+            let code = output.code().unwrap_or(128 + 9);
             return Ok(ExitCode::from(code.clamp(0, 255) as u8));
         }
         Cmd::Crash { node } => Lab::attach(name)?.try_crash(node_index(&node)?)?,
         Cmd::Revive { node } => Lab::attach(name)?.try_revive(node_index(&node)?)?,
         Cmd::CutLink => Lab::attach(name)?.try_cut_link()?,
         Cmd::HealLink => Lab::attach(name)?.try_heal_link()?,
-        Cmd::Status => print!("{}", Lab::attach(name)?.status()),
+        Cmd::Status => out(&Lab::attach(name)?.status()),
         Cmd::Sweep => ctmgr_tests::lab::sweep()?,
     }
     Ok(ExitCode::SUCCESS)

@@ -376,9 +376,8 @@ impl Lab {
         let mut st = self.state()?;
         node.cmd(&["ip", "link", "set", "eth0", "up"]).check()?;
         if st.nodes == 2 {
-            if !st.link_cut {
-                node.cmd(&["ip", "link", "set", "eth1", "up"]).check()?;
-            }
+            // A cut link stays cut: that is done on the wire, not on eth1.
+            node.cmd(&["ip", "link", "set", "eth1", "up"]).check()?;
             node.start_sshd()?;
             node.cmd(&["ctmgr-drbd-sim", "revive", node.name()])
                 .check()?;
@@ -409,10 +408,10 @@ impl Lab {
     pub fn try_cut_link(&self) -> Result<()> {
         let mut st = self.state()?;
         anyhow::ensure!(st.nodes == 2, "a one-node lab has no peer link");
-        // The stand-in first: it may check its config against the node's addresses.
-        self.nodes[0].cmd(&["ctmgr-drbd-sim", "cut-link"]).check()?;
-        for node in &self.nodes {
-            node.cmd(&["ip", "link", "set", "eth1", "down"]).check()?;
+        self.sim(&st, &["cut-link"])?;
+        // Pull the cable: the wire's ports go down, each eth1 stays up without carrier.
+        for port in ["p1", "p2"] {
+            self.lan_cmd(&["ip", "link", "set", port, "down"]).check()?;
         }
         st.link_cut = true;
         self.layout.write_state(&st)
@@ -421,14 +420,10 @@ impl Lab {
     pub fn try_heal_link(&self) -> Result<()> {
         let mut st = self.state()?;
         anyhow::ensure!(st.nodes == 2, "a one-node lab has no peer link");
-        for (i, node) in self.nodes.iter().enumerate() {
-            if !st.crashed.contains(&(i + 1)) {
-                node.cmd(&["ip", "link", "set", "eth1", "up"]).check()?;
-            }
+        for port in ["p1", "p2"] {
+            self.lan_cmd(&["ip", "link", "set", port, "up"]).check()?;
         }
-        self.nodes[0]
-            .cmd(&["ctmgr-drbd-sim", "heal-link"])
-            .check()?;
+        self.sim(&st, &["heal-link"])?;
         st.link_cut = false;
         self.layout.write_state(&st)?;
         self.flush_neighbours();
@@ -444,6 +439,20 @@ impl Lab {
             anyhow::ensure!(ok, "node1 cannot ping node2 over the healed peer link");
         }
         Ok(())
+    }
+
+    /// Runs a control command of the DRBD stand-in (`ctmgr-drbd-sim ARGS`) in a node that
+    /// is not crashed (its state is shared; the node only matters for its view of the
+    /// config and addresses).
+    pub fn sim(&self, st: &State, args: &[&str]) -> Result<Output> {
+        let node = self
+            .nodes
+            .iter()
+            .find(|n| !st.crashed.contains(&n.index()))
+            .unwrap_or(&self.nodes[0]);
+        let mut argv = vec!["ctmgr-drbd-sim"];
+        argv.extend_from_slice(args);
+        node.cmd(&argv).check()
     }
 
     fn node_checked(&self, n: usize) -> Result<&Node> {
@@ -518,7 +527,13 @@ impl Lab {
             }
         }
         if st.nodes == 2 {
-            let out = self.nodes[0].cmd_timeout(&["ctmgr-drbd-sim", "show"], short);
+            let out = match self.sim(&st, &["show"]) {
+                Ok(o) => o,
+                Err(e) => {
+                    let _ = writeln!(s, "drbd-sim: {e:#}");
+                    return s;
+                }
+            };
             let _ = writeln!(s, "drbd-sim:");
             for line in out.stdout.lines().chain(out.stderr.lines()) {
                 let _ = writeln!(s, "    {line}");

@@ -61,9 +61,34 @@ pub(super) fn bring_up(lab: &Lab, mut st: State, bins: &Bins) -> Result<()> {
     let gw = format!("{}/{}", files::GATEWAY, files::LAN_PREFIX);
     for argv in [
         vec!["ip", "link", "set", "lo", "up"],
-        vec!["ip", "link", "add", "lan", "type", "bridge", "stp_state", "0", "forward_delay", "0"],
+        vec![
+            "ip",
+            "link",
+            "add",
+            "lan",
+            "type",
+            "bridge",
+            "stp_state",
+            "0",
+            "forward_delay",
+            "0",
+        ],
         vec!["ip", "addr", "add", &gw, "dev", "lan"],
         vec!["ip", "link", "set", "lan", "up"],
+        // The peer link's cable: no address, not joined to the LAN.
+        vec![
+            "ip",
+            "link",
+            "add",
+            "wire",
+            "type",
+            "bridge",
+            "stp_state",
+            "0",
+            "forward_delay",
+            "0",
+        ],
+        vec!["ip", "link", "set", "wire", "up"],
     ] {
         lab.lan_cmd(&argv).check()?;
     }
@@ -397,45 +422,46 @@ fn lan_uplink(lab: &Lab, node: &Node) -> Result<()> {
         T_SHORT,
     )
     .check()?;
+    let ok = run::wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        node.net_cmd(&["ping", "-c", "1", "-W", "1", files::GATEWAY], T_SHORT)
+            .success()
+    });
+    anyhow::ensure!(ok, "{} cannot ping the LAN gateway", node.name());
     Ok(())
 }
 
-/// The veth peer link, eth1 in both nodes. Created inside node1 so its names never appear in
-/// the machine's own namespace.
+/// The peer link: eth1 in each node, cabled through the `wire` bridge of the LAN namespace
+/// (ports p1, p2) so that cutting it there leaves both eth1 administratively up with no
+/// carrier, as a pulled cable does. Its names never appear in the machine's own namespace.
 fn peer_link(lab: &Lab) -> Result<()> {
-    let (n1, n2) = (lab.node(1), lab.node(2));
-    let ns2 = lab
+    let lan = lab
         .layout()
-        .ns_file("node2", "net")
+        .ns_file("lan", "net")
         .to_string_lossy()
         .into_owned();
-    n1.net_cmd(
-        &[
-            "ip",
-            "link",
-            "add",
-            "eth1",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth1-peer",
-        ],
-        T_SHORT,
-    )
-    .check()?;
-    n1.net_cmd(&["ip", "link", "set", "eth1-peer", "netns", &ns2], T_SHORT)
-        .check()?;
-    n2.net_cmd(&["ip", "link", "set", "eth1-peer", "name", "eth1"], T_SHORT)
-        .check()?;
-    for (node, n) in [(n1, 1), (n2, 2)] {
+    for node in lab.nodes() {
+        let n = node.index();
+        let port = format!("p{n}");
         let addr = format!("{}/{}", files::peer_addr(n), files::PEER_PREFIX);
-        node.net_cmd(&["ip", "addr", "add", &addr, "dev", "eth1"], T_SHORT)
-            .check()?;
-        node.net_cmd(&["ip", "link", "set", "eth1", "up"], T_SHORT)
-            .check()?;
+        for argv in [
+            vec![
+                "ip", "link", "add", "eth1", "type", "veth", "peer", "name", &port,
+            ],
+            vec!["ip", "link", "set", &port, "netns", &lan],
+            vec!["ip", "addr", "add", &addr, "dev", "eth1"],
+            vec!["ip", "link", "set", "eth1", "up"],
+        ] {
+            node.net_cmd(&argv, T_SHORT).check()?;
+        }
+        for argv in [
+            vec!["ip", "link", "set", &port, "master", "wire"],
+            vec!["ip", "link", "set", &port, "up"],
+        ] {
+            lab.lan_cmd(&argv).check()?;
+        }
     }
     // Bounded wait for the link to carry traffic.
+    let n1 = lab.node(1);
     let ok = run::wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
         n1.net_cmd(
             &["ping", "-c", "1", "-W", "1", &files::peer_addr(2)],
