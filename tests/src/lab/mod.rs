@@ -1,13 +1,15 @@
 //! The lab: one sandbox node or two HA nodes on this machine, built from namespaces.
 //!
 //! Each node is a network namespace, a UTS namespace (hostname `node1`/`node2`) and a
-//! persistent mount namespace whose /etc, /var/lib and /root are overlays and whose lab paths
-//! (/etc/hosts, /etc/ctmgr, /etc/drbd.conf, /etc/drbd.d, /var/lib/ctmgr, /run, /run/ctmgr,
-//! /var/lib/drbd-sim, /usr/local/sbin, /srv, /root/.ssh) are bind mounts of files in the lab
-//! directory /run/ctmgr-lab/<name>/. The nodes reach each other over a veth peer link (eth1,
-//! 10.0.254.1/30 ↔ .2) and over a LAN: a third namespace with a bridge (10.1.0.1/24) into
-//! which each node's br0 has an uplink (eth0). Stores are loop-backed Btrfs images; the DRBD
-//! stand-in (`ctmgr-drbd-sim`) is first on the nodes' PATH as `drbdadm`/`drbdsetup`.
+//! persistent mount namespace: /etc and /var/lib are overlays, /root and /run fresh tmpfs,
+//! and the lab paths (/etc/hosts, /etc/ctmgr, /etc/drbd.conf, /etc/drbd.d, /var/lib/ctmgr,
+//! /run/ctmgr, /var/lib/drbd-sim, /usr/local/sbin, /srv, /root/.ssh) are bind mounts of files
+//! in the lab directory /run/ctmgr-lab/<name>/. The nodes reach each other over a peer link
+//! (eth1, 10.0.254.1/30 ↔ .2, cabled through the `wire` bridge of the LAN namespace so it can
+//! be cut like a pulled cable) and over a LAN: a bridge (10.1.0.1/24, the gateway) in that
+//! namespace into which each node's br0 has an uplink (eth0). Stores are loop-backed Btrfs
+//! images; the DRBD stand-in (`ctmgr-drbd-sim`) is first on the nodes' PATH as
+//! `drbdadm`/`drbdsetup`.
 //!
 //! The lab never adds addresses or routes to the machine's own network namespace, never
 //! writes the machine's own /etc, and never waits without a deadline. Teardown works from the

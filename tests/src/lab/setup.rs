@@ -315,12 +315,22 @@ fn make_node(layout: &Layout, node: &Node) -> Result<()> {
         "ctmgr-lab",
         &privd,
     ])?;
-    for (target, key) in [("/etc", "etc"), ("/var/lib", "varlib"), ("/root", "root")] {
+    for (target, key) in [("/etc", "etc"), ("/var/lib", "varlib")] {
         let (u, w) = (format!("{privd}/{key}/u"), format!("{privd}/{key}/w"));
         in_node(&["mkdir", "-p", &u, &w])?;
         let o = format!("lowerdir={target},upperdir={u},workdir={w}");
         in_node(&["mount", "-t", "overlay", "-o", &o, "ctmgr-lab", target])?;
     }
+    // root's home starts empty: the machine's dotfiles (PATH, aliases) stay out of the nodes.
+    in_node(&[
+        "mount",
+        "-t",
+        "tmpfs",
+        "-o",
+        "size=16m,mode=0700",
+        "ctmgr-lab-root",
+        "/root",
+    ])?;
     // Mount points, created in the overlays (never on the machine's own /etc or /var/lib).
     in_node(&[
         "mkdir",
