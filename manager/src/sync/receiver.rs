@@ -615,14 +615,3 @@ pub fn receive<R: Read, W: Write>(
     };
     receiver.serve(input, output)
 }
-
-/// For messages: a problem with a file on this side.
-impl std::fmt::Display for FileProblem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            FileProblem::Symlink => f.write_str("is a symlink; not followed"),
-            FileProblem::NotRegular => f.write_str("is not a regular file"),
-            FileProblem::Io(e) => write!(f, "cannot read it: {e}"),
-        }
-    }
-}

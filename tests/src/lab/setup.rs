@@ -129,6 +129,7 @@ pub(super) fn bring_up(lab: &Lab, mut st: State, bins: &Bins) -> Result<()> {
                     .check()?;
             }
         }
+        wait_in_sync(lab)?;
     }
 
     for store in &st.stores {
@@ -144,6 +145,34 @@ pub(super) fn bring_up(lab: &Lab, mut st: State, bins: &Bins) -> Result<()> {
             .check()?;
     }
     Ok(())
+}
+
+/// Waits (bounded) until the initial resync is done: both disks UpToDate for
+/// every resource, as an operator would before putting the pair in service.
+fn wait_in_sync(lab: &Lab) -> Result<()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let out = lab
+            .node(1)
+            .cmd_timeout(&["drbdadm", "status", "all"], T_SHORT);
+        let text = out.stdout.clone();
+        let busy = [
+            "Inconsistent",
+            "SyncSource",
+            "SyncTarget",
+            "Connecting",
+            "WFConnection",
+        ]
+        .iter()
+        .any(|w| text.contains(w));
+        if out.success() && !busy {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            anyhow::bail!("DRBD did not finish its initial resync within 30 s:\n{text}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
 
 /// Bind the lab directory on itself, private: namespace files can be bind-mounted in it and
