@@ -72,7 +72,7 @@ pub fn check(args: &GuardArgs, runner: &dyn Runner) -> Result<(), String> {
         runner,
         &mounts,
     ) {
-        Holding::Held => Ok(()),
+        Holding::Held => not_running_elsewhere(args, &container),
         other => Err(format!(
             "ctmgr-guard: refusing to start container {container}: its store {} is not held by this node ({}). \
              Start it on the node that holds {}, or move the store here with `ctmgr takeover {}`.",
@@ -82,6 +82,25 @@ pub fn check(args: &GuardArgs, runner: &dyn Runner) -> Result<(), String> {
             args.store
         )),
     }
+}
+
+/// A start from a replica config (another lxcpath) of a container that is
+/// already running from its own store would boot the same rootfs twice.
+fn not_running_elsewhere(args: &GuardArgs, container: &str) -> Result<(), String> {
+    let own = args.mountpoint.join("containers");
+    let config = std::env::var_os("LXC_CONFIG_FILE").map(std::path::PathBuf::from);
+    let from_replica = config.as_deref().is_some_and(|c| !c.starts_with(&own));
+    if from_replica
+        && crate::names::is_valid(container)
+        && lxc_bindings::Container::new(container, &own).is_ok_and(|c| c.is_running())
+    {
+        return Err(format!(
+            "ctmgr-guard: refusing to start container {container} from {}: it is already running from its own store at {}",
+            config.map(|c| c.display().to_string()).unwrap_or_default(),
+            own.display()
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
