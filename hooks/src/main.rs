@@ -15,7 +15,10 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let verdict = guard::parse_args(&args)
         .map_err(|e| format!("ctmgr-guard: refusing to start: bad hook arguments: {e}"))
-        .and_then(|a| guard::check(&a, &SystemRunner::default()));
+        .and_then(|a| {
+            let config = std::env::var_os("LXC_CONFIG_FILE").map(std::path::PathBuf::from);
+            guard::check(&a, config.as_deref(), &SystemRunner::default())
+        });
     if let Err(msg) = verdict {
         println!("{msg}");
         eprintln!("{msg}");

@@ -186,6 +186,8 @@ pub struct CreateRequest<'a> {
     pub bridge: &'a str,
     /// Absolute path of the guard executable for `lxc.hook.pre-start`.
     pub guard: &'a Path,
+    /// Where the peer keeps this store's replicas (for the guard).
+    pub replica_dir: Option<&'a Path>,
     /// Every lxcpath visible on this node, for name and MAC uniqueness.
     pub lxcpaths: &'a [PathBuf],
 }
@@ -230,8 +232,9 @@ pub fn new_hwaddr(used: &BTreeSet<String>) -> Result<String> {
     bail!("could not find an unused MAC address after 64 tries")
 }
 
-/// The `lxc.hook.pre-start` line for a container of `store`.
-pub fn guard_hook(guard: &Path, store: &Store) -> String {
+/// The `lxc.hook.pre-start` line for a container of `store` whose replicas
+/// live in `replica_dir` on the peer.
+pub fn guard_hook(guard: &Path, store: &Store, replica_dir: Option<&Path>) -> String {
     let mut line = format!(
         "{} --store {} --mountpoint {} --device {}",
         guard.display(),
@@ -241,6 +244,9 @@ pub fn guard_hook(guard: &Path, store: &Store) -> String {
     );
     if let Some(res) = &store.drbd_resource {
         line.push_str(&format!(" --drbd-resource {res}"));
+    }
+    if let Some(dir) = replica_dir {
+        line.push_str(&format!(" --replica-dir {}", dir.display()));
     }
     line
 }
@@ -317,7 +323,7 @@ fn create_inner(req: &CreateRequest<'_>, lxcpath: &Path, hwaddr: &str) -> Result
         ),
         (
             "lxc.hook.pre-start".into(),
-            guard_hook(req.guard, req.store),
+            guard_hook(req.guard, req.store, req.replica_dir),
         ),
     ];
     for (k, v) in items.iter().chain(req.template.config.iter()) {
@@ -508,6 +514,31 @@ pub fn start_here(lxcpath: &Path, name: &str, secs: i32) -> Result<()> {
     if c.is_running() {
         return Ok(());
     }
+    // Ask the guard first, so a refusal reaches the operator in its own
+    // words (liblxc only reports that the hook failed).
+    let config_path = lxcpath.join(name).join("config");
+    let text = read_config_text(&config_path).unwrap_or_default();
+    if let Some(hook) = config_values(&text, "lxc.hook.pre-start")
+        .into_iter()
+        .find(|h| h.contains("ctmgr-guard"))
+    {
+        let args: Vec<String> = hook
+            .split_whitespace()
+            .skip(1)
+            .map(str::to_string)
+            .chain([name.to_string()])
+            .collect();
+        let verdict = crate::guard::parse_args(&args).and_then(|a| {
+            crate::guard::check(
+                &a,
+                Some(&config_path),
+                &crate::runner::SystemRunner::default(),
+            )
+        });
+        if let Err(msg) = verdict {
+            bail!("{msg}");
+        }
+    }
     c.start()?;
     if !c.wait("RUNNING", secs) {
         bail!(
@@ -590,7 +621,11 @@ mod tests {
             Path::new("test.toml"),
         )
         .unwrap();
-        let line = guard_hook(Path::new("/usr/local/sbin/ctmgr-guard"), &config.stores[0]);
+        let line = guard_hook(
+            Path::new("/usr/local/sbin/ctmgr-guard"),
+            &config.stores[0],
+            None,
+        );
         assert_eq!(line, "/usr/local/sbin/ctmgr-guard --store store1 --mountpoint /srv/store1 --device /dev/drbd0 --drbd-resource r0");
     }
 }

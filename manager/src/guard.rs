@@ -17,6 +17,8 @@ pub struct GuardArgs {
     pub mountpoint: PathBuf,
     pub device: PathBuf,
     pub drbd_resource: Option<String>,
+    /// Where the peer keeps replicas of this store's containers.
+    pub replica_dir: Option<PathBuf>,
     /// What LXC appends: container name, section, hook type.
     pub lxc_args: Vec<String>,
 }
@@ -28,6 +30,7 @@ pub fn parse_args(args: &[String]) -> Result<GuardArgs, String> {
     let mut mountpoint = None;
     let mut device = None;
     let mut drbd_resource = None;
+    let mut replica_dir = None;
     let mut lxc_args = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -41,6 +44,7 @@ pub fn parse_args(args: &[String]) -> Result<GuardArgs, String> {
             "--mountpoint" => mountpoint = Some(PathBuf::from(value("--mountpoint")?)),
             "--device" => device = Some(PathBuf::from(value("--device")?)),
             "--drbd-resource" => drbd_resource = Some(value("--drbd-resource")?),
+            "--replica-dir" => replica_dir = Some(PathBuf::from(value("--replica-dir")?)),
             other if other.starts_with("--") => return Err(format!("unknown option {other}")),
             other => lxc_args.push(other.to_string()),
         }
@@ -50,12 +54,19 @@ pub fn parse_args(args: &[String]) -> Result<GuardArgs, String> {
         mountpoint: mountpoint.ok_or("--mountpoint is required")?,
         device: device.ok_or("--device is required")?,
         drbd_resource,
+        replica_dir,
         lxc_args,
     })
 }
 
 /// Ok when the store is held here; otherwise the refusal message.
-pub fn check(args: &GuardArgs, runner: &dyn Runner) -> Result<(), String> {
+/// `config_file` is the config being started (LXC passes it to hooks as
+/// `LXC_CONFIG_FILE`).
+pub fn check(
+    args: &GuardArgs,
+    config_file: Option<&std::path::Path>,
+    runner: &dyn Runner,
+) -> Result<(), String> {
     let container = args
         .lxc_args
         .first()
@@ -72,7 +83,7 @@ pub fn check(args: &GuardArgs, runner: &dyn Runner) -> Result<(), String> {
         runner,
         &mounts,
     ) {
-        Holding::Held => not_running_elsewhere(args, &container),
+        Holding::Held => not_running_elsewhere(args, config_file, &container),
         other => Err(format!(
             "ctmgr-guard: refusing to start container {container}: its store {} is not held by this node ({}). \
              Start it on the node that holds {}, or move the store here with `ctmgr takeover {}`.",
@@ -84,21 +95,35 @@ pub fn check(args: &GuardArgs, runner: &dyn Runner) -> Result<(), String> {
     }
 }
 
-/// A start from a replica config (another lxcpath) of a container that is
-/// already running from its own store would boot the same rootfs twice.
-fn not_running_elsewhere(args: &GuardArgs, container: &str) -> Result<(), String> {
-    let own = args.mountpoint.join("containers");
-    let config = std::env::var_os("LXC_CONFIG_FILE").map(std::path::PathBuf::from);
-    let from_replica = config.as_deref().is_some_and(|c| !c.starts_with(&own));
-    if from_replica
-        && crate::names::is_valid(container)
-        && lxc_bindings::Container::new(container, &own).is_ok_and(|c| c.is_running())
-    {
+/// The same container started from its own config and from its replica
+/// (another lxcpath) would boot one rootfs twice: refuse the second start.
+fn not_running_elsewhere(
+    args: &GuardArgs,
+    config: Option<&std::path::Path>,
+    container: &str,
+) -> Result<(), String> {
+    if !crate::names::is_valid(container) {
         return Err(format!(
-            "ctmgr-guard: refusing to start container {container} from {}: it is already running from its own store at {}",
-            config.map(|c| c.display().to_string()).unwrap_or_default(),
-            own.display()
+            "ctmgr-guard: refusing to start {container:?}: not a valid container name"
         ));
+    }
+    let own = args.mountpoint.join("containers");
+    let from_own = config.is_none_or(|c| c.starts_with(&own));
+    let mut others = Vec::new();
+    if from_own {
+        others.extend(args.replica_dir.clone());
+    } else {
+        others.push(own);
+    }
+    for lxcpath in others {
+        if lxcpath.join(container).join("config").exists()
+            && lxc_bindings::Container::new(container, &lxcpath).is_ok_and(|c| c.is_running())
+        {
+            return Err(format!(
+                "ctmgr-guard: refusing to start container {container}: it is already running from {} on this node; one rootfs must never run twice",
+                lxcpath.join(container).display()
+            ));
+        }
     }
     Ok(())
 }
@@ -148,7 +173,7 @@ mod tests {
         ]))
         .unwrap();
         let runner = crate::runner::RecordingRunner::new();
-        let msg = check(&a, &runner).unwrap_err();
+        let msg = check(&a, None, &runner).unwrap_err();
         assert!(msg.contains("refusing to start container web"), "{msg}");
         assert!(
             msg.contains("not mounted at /nonexistent/ctmgr-store9"),

@@ -6,6 +6,7 @@
 pub mod btrfs;
 pub mod config;
 pub mod container;
+pub mod doctor;
 pub mod drbd;
 pub mod exit;
 pub mod fsutil;
@@ -19,5 +20,6 @@ pub mod retention;
 pub mod runner;
 pub mod snapshot;
 pub mod store;
+pub mod sync;
 pub mod takeover;
 pub mod template;

@@ -70,6 +70,12 @@ pub enum Command {
     /// Bridge and peer-link config; live checks
     #[command(subcommand)]
     Net(commands::net::NetCommand),
+    /// Push config+fstab replicas to the peer in one connection; --check only reports drift
+    Sync(commands::sync::SyncArgs),
+    /// Everything checkable, as one report (exit 1 when problems are found)
+    Doctor,
+    #[command(name = "__sync-receive", hide = true)]
+    SyncReceive,
     #[command(name = "__lxc-start", hide = true)]
     LxcStart {
         lxcpath: PathBuf,

@@ -47,10 +47,12 @@ pub fn run(s: &Session, args: &Args) -> Result<ExitStatus> {
         store,
         bridge: &s.config.network.bridge,
         guard: &guard,
+        replica_dir: s.config.replica_dir(store).as_deref(),
         lxcpaths: &lxcpaths,
     })
     .with_context(|| format!("failed to create container {}", args.name))?;
     s.say(&format!("created {} in {}", args.name, dir.display()));
+    super::sync::sync_after_change(s, std::slice::from_ref(&args.name));
     if args.start {
         container::start(&store.lxcpath(), &args.name, super::secs(60))
             .with_context(|| format!("created {} but failed to start it", args.name))?;

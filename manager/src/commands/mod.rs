@@ -3,11 +3,13 @@
 //! JSON) lives here.
 
 pub mod create;
+pub mod doctor;
 pub mod drbd;
 pub mod lifecycle;
 pub mod list;
 pub mod net;
 pub mod snapshot;
+pub mod sync;
 pub mod takeover;
 
 use std::io::Write;
@@ -108,6 +110,9 @@ pub fn run(cli: Cli) -> Result<ExitStatus> {
             ctmgr::container::stop_here(lxcpath, name, *secs)?;
             return Ok(ExitStatus::Done);
         }
+        Command::SyncReceive => {
+            return sync::receive_main(cli.config.as_deref(), cli.node.as_deref());
+        }
         _ => {}
     }
     if let Command::Drbd(drbd::DrbdCommand::Lint { file, hosts }) = &cli.command {
@@ -135,7 +140,11 @@ pub fn run(cli: Cli) -> Result<ExitStatus> {
         }
         Command::Drbd(drbd::DrbdCommand::Lint { .. }) => Ok(ExitStatus::Done),
         Command::Net(cmd) => net::run(&session, cmd),
-        Command::LxcStart { .. } | Command::LxcStop { .. } => Ok(ExitStatus::Done),
+        Command::Sync(args) => sync::run(&session, args),
+        Command::Doctor => doctor::run(&session),
+        Command::LxcStart { .. } | Command::LxcStop { .. } | Command::SyncReceive => {
+            Ok(ExitStatus::Done)
+        }
     }
 }
 

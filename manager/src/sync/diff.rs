@@ -48,7 +48,9 @@ pub fn unified(old: &[u8], new: &[u8], old_label: &str, new_label: &str) -> Stri
         }
     }
     pos.push((i, j));
-    let changed: Vec<usize> = (0..script.len()).filter(|&k| script[k] != Op::Same).collect();
+    let changed: Vec<usize> = (0..script.len())
+        .filter(|&k| script[k] != Op::Same)
+        .collect();
     let mut k = 0;
     while k < changed.len() {
         let start = changed[k].saturating_sub(CONTEXT);
@@ -153,7 +155,10 @@ mod tests {
 
     #[test]
     fn far_apart_changes_make_two_hunks_and_additions_count() {
-        let old: Vec<u8> = (1..=20).map(|i| format!("{i}\n")).collect::<String>().into_bytes();
+        let old: Vec<u8> = (1..=20)
+            .map(|i| format!("{i}\n"))
+            .collect::<String>()
+            .into_bytes();
         let mut new_lines: Vec<String> = (1..=20).map(|i| format!("{i}\n")).collect();
         new_lines[1] = "two\n".into();
         new_lines.push("21\n".into());

@@ -43,8 +43,8 @@ use crate::runner::{Cmd, KillOnDrop, RunError, SystemRunner};
 use crate::store::StoreHere;
 
 pub use protocol::SyncFile;
-pub use receiver::{receive, Receiver};
 use protocol::{Outcome, ProtocolError, Reply, Request};
+pub use receiver::{receive, Receiver};
 use state::StoreState;
 
 /// The hidden subcommand the peer runs.
@@ -236,7 +236,7 @@ impl Status {
         }
     }
 
-    fn is_problem(self) -> bool {
+    pub fn is_problem(self) -> bool {
         matches!(self, Status::Drift | Status::Refused | Status::Failed)
     }
 
@@ -336,7 +336,10 @@ impl StorePlan<'_> {
 
 /// Chooses the stores to sync: those held here whose replicas have a
 /// place on the peer. Returns them, and notes on the ones left out.
-pub fn stores_to_sync<'c>(config: &'c Config, here: &[StoreHere<'c>]) -> (Vec<&'c Store>, Vec<String>) {
+pub fn stores_to_sync<'c>(
+    config: &'c Config,
+    here: &[StoreHere<'c>],
+) -> (Vec<&'c Store>, Vec<String>) {
     let mut chosen = Vec::new();
     let mut notes = Vec::new();
     for s in here.iter().filter(|s| s.held()) {
@@ -373,11 +376,16 @@ pub fn stores_to_sync<'c>(config: &'c Config, here: &[StoreHere<'c>]) -> (Vec<&'
 /// Plans a sync of `stores` (held here), limited to `names` when given.
 /// A name that is neither a container here nor a replica recorded in the
 /// sync state (a container destroyed here) is an error.
-pub fn plan<'c>(stores: &[&'c Store], names: &[String], state_dir: &Path) -> Result<Vec<StorePlan<'c>>, SyncError> {
+pub fn plan<'c>(
+    stores: &[&'c Store],
+    names: &[String],
+    state_dir: &Path,
+) -> Result<Vec<StorePlan<'c>>, SyncError> {
     for n in names {
         crate::names::validate("container", n)?;
     }
-    let only: Option<BTreeSet<String>> = (!names.is_empty()).then(|| names.iter().cloned().collect());
+    let only: Option<BTreeSet<String>> =
+        (!names.is_empty()).then(|| names.iter().cloned().collect());
     let mut plans = Vec::new();
     let mut known = BTreeSet::new();
     for store in stores {
@@ -415,6 +423,8 @@ pub struct Parties<'a> {
     pub cluster: &'a str,
     pub from: &'a str,
     pub to: &'a str,
+    /// The peer's ssh destination (for messages).
+    pub target: &'a str,
     /// Where this node's sync state lives.
     pub state_dir: &'a Path,
     /// The peer's replica dir per store (from our config), for labels.
@@ -492,7 +502,13 @@ pub fn converse<R: Read, W: Write>(
     Ok(())
 }
 
-fn row(store: &str, container: &str, file: Option<SyncFile>, status: Status, detail: Option<String>) -> Row {
+fn row(
+    store: &str,
+    container: &str,
+    file: Option<SyncFile>,
+    status: Status,
+    detail: Option<String>,
+) -> Row {
     Row {
         store: store.to_string(),
         container: container.to_string(),
@@ -512,7 +528,12 @@ fn sync_store<R: Read, W: Write>(
     rows: &mut Vec<Row>,
 ) -> Result<(), SyncError> {
     let store = plan.store.name.clone();
-    let on_peer = match conv.call(&Request::List { store: store.clone() }, b"")? {
+    let on_peer = match conv.call(
+        &Request::List {
+            store: store.clone(),
+        },
+        b"",
+    )? {
         (Reply::Names { names }, _) => names,
         (
             Reply::Outcome {
@@ -550,7 +571,7 @@ fn sync_store<R: Read, W: Write>(
             let detail = if recorded {
                 format!("replica of a container no longer on {store} here; `ctmgr sync` removes it")
             } else {
-                format!("replica of a container not on {store} here, and never pushed from this node; check it on {}, `ctmgr sync --force {name}` removes it", parties.to)
+                format!("replica of a container not on {store} here, never pushed from this node; check it on {} and remove it there, or run `ctmgr sync --force` (which also overwrites drifted replicas)", parties.to)
             };
             rows.push(row(&store, &name, None, Status::Orphaned, Some(detail)));
             continue;
@@ -566,25 +587,48 @@ fn sync_store<R: Read, W: Write>(
             force,
         };
         match conv.call(&req, b"")? {
-            (Reply::Outcome { outcome: Outcome::Removed, detail, .. }, _) => {
+            (
+                Reply::Outcome {
+                    outcome: Outcome::Removed,
+                    detail,
+                    ..
+                },
+                _,
+            ) => {
                 plan.state.forget(parties.state_dir, &name)?;
                 rows.push(row(&store, &name, None, Status::Removed, detail));
             }
-            (Reply::Outcome { outcome: Outcome::Missing, .. }, _) => {
+            (
+                Reply::Outcome {
+                    outcome: Outcome::Missing,
+                    ..
+                },
+                _,
+            ) => {
                 plan.state.forget(parties.state_dir, &name)?;
             }
-            (Reply::Outcome { outcome: Outcome::Drift, .. }, payload) => {
-                let mut r = row(
+            (
+                Reply::Outcome {
+                    outcome: Outcome::Drift,
+                    ..
+                },
+                _,
+            ) => {
+                rows.push(row(
                     &store,
                     &name,
                     None,
                     Status::Drift,
                     Some(format!("the replica of a container destroyed here changed on {} since the last push; not removed (--force removes it)", parties.to)),
-                );
-                r.diff = Some(String::from_utf8_lossy(&payload).into_owned()).filter(|d| !d.is_empty());
-                rows.push(r);
+                ));
             }
-            (Reply::Outcome { outcome: Outcome::Refused { reason }, .. }, _) => {
+            (
+                Reply::Outcome {
+                    outcome: Outcome::Refused { reason },
+                    ..
+                },
+                _,
+            ) => {
                 rows.push(row(&store, &name, None, Status::Refused, Some(reason)));
             }
             (other, _) => return Err(conv.unexpected(&other)),
@@ -610,7 +654,12 @@ fn drift_diff(
         .unwrap_or_else(|| format!("{name}/{file}"));
     let new_label = format!("{}:{peer_path} (now)", parties.to);
     match plan.state.pushed_copy(parties.state_dir, name, file) {
-        Some(pushed) => diff::unified(&pushed, current, &format!("{file} as last pushed"), &new_label),
+        Some(pushed) => diff::unified(
+            &pushed,
+            current,
+            &format!("{file} as last pushed"),
+            &new_label,
+        ),
         None => diff::unified(local, current, &format!("{file} here"), &new_label),
     }
 }
@@ -633,11 +682,24 @@ fn sync_file<R: Read, W: Write>(
         Ok(None) if file == SyncFile::Fstab => {
             return Ok(mk(Status::Skipped, Some("no fstab here".to_string())))
         }
-        Ok(None) => return Ok(mk(Status::Failed, Some(format!("{} vanished", path.display())))),
-        Err(FileProblem::Io(e)) => {
-            return Ok(mk(Status::Failed, Some(format!("{} cannot be read: {e}", path.display()))))
+        Ok(None) => {
+            return Ok(mk(
+                Status::Failed,
+                Some(format!("{} vanished", path.display())),
+            ))
         }
-        Err(problem) => return Ok(mk(Status::Refused, Some(format!("{} {problem}", path.display())))),
+        Err(FileProblem::Io(e)) => {
+            return Ok(mk(
+                Status::Failed,
+                Some(format!("{} cannot be read: {e}", path.display())),
+            ))
+        }
+        Err(problem) => {
+            return Ok(mk(
+                Status::Refused,
+                Some(format!("{} {problem}", path.display())),
+            ))
+        }
     };
     let local_hash = sha256_hex(&local);
     let last = plan.state.hash(name, file).map(str::to_string);
@@ -652,13 +714,23 @@ fn sync_file<R: Read, W: Write>(
                 force,
             };
             let (reply, payload) = conv.call(&req, &local)?;
-            let Reply::Outcome { outcome, detail, .. } = reply else {
+            let Reply::Outcome {
+                outcome, detail, ..
+            } = reply
+            else {
                 return Err(conv.unexpected(&reply));
             };
             Ok(match outcome {
                 Outcome::Written { over_drift } => {
                     plan.state.record(parties.state_dir, name, file, &local)?;
-                    mk(if over_drift { Status::Forced } else { Status::Written }, detail)
+                    mk(
+                        if over_drift {
+                            Status::Forced
+                        } else {
+                            Status::Written
+                        },
+                        detail,
+                    )
                 }
                 Outcome::Unchanged => {
                     if last.as_deref() != Some(local_hash.as_str()) {
@@ -692,11 +764,16 @@ fn sync_file<R: Read, W: Write>(
                 file,
             };
             let (reply, payload) = conv.call(&req, b"")?;
-            let Reply::Outcome { outcome, current, .. } = reply else {
+            let Reply::Outcome {
+                outcome, current, ..
+            } = reply
+            else {
                 return Err(conv.unexpected(&reply));
             };
             Ok(match outcome {
-                Outcome::Present if current.as_deref() == Some(local_hash.as_str()) => mk(Status::InSync, None),
+                Outcome::Present if current.as_deref() == Some(local_hash.as_str()) => {
+                    mk(Status::InSync, None)
+                }
                 Outcome::Present if current.is_some() && current == last => mk(
                     Status::Stale,
                     Some("changed here since the last push; `ctmgr sync` pushes it".to_string()),
@@ -711,7 +788,10 @@ fn sync_file<R: Read, W: Write>(
                     r.diff = Some(drift_diff(parties, plan, name, file, &local, &payload));
                     r
                 }
-                Outcome::Missing => mk(Status::Missing, Some(format!("no replica on {}", parties.to))),
+                Outcome::Missing => mk(
+                    Status::Missing,
+                    Some(format!("no replica on {}", parties.to)),
+                ),
                 Outcome::Refused { reason } => mk(Status::Refused, Some(reason)),
                 other => {
                     return Err(SyncError::Unexpected {
@@ -745,7 +825,10 @@ impl Watchdog {
                 // The child is not reaped before the watchdog is disarmed
                 // (see `PeerLink::finish`), so this pid is still ours.
                 if let Ok(pid) = i32::try_from(pid) {
-                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
                 }
             }
         });
@@ -938,10 +1021,13 @@ pub fn run_sync(
     }
     let state_dir = crate::journal::state_dir();
     let mut plans = plan(&stores, opts.names, &state_dir)?;
+    for p in &mut plans {
+        p.state.peer = peer.name.clone();
+    }
     let files: usize = plans.iter().map(StorePlan::file_count).sum();
-    let timeout = opts
-        .timeout
-        .unwrap_or(BASE_TIMEOUT + TIMEOUT_PER_FILE * u32::try_from(files).unwrap_or(u32::MAX / 4).min(1000));
+    let timeout = opts.timeout.unwrap_or(
+        BASE_TIMEOUT + TIMEOUT_PER_FILE * u32::try_from(files).unwrap_or(u32::MAX / 4).min(1000),
+    );
     let argv = remote_argv(config)?;
     let argv_ref: Vec<&str> = argv.iter().map(String::as_str).collect();
     let cmd = crate::takeover::ssh_cmd("ssh", &peer.ssh, &argv_ref, timeout);
@@ -949,6 +1035,7 @@ pub fn run_sync(
         cluster: &config.cluster.name,
         from: node,
         to: &peer.name,
+        target: &peer.ssh,
         state_dir: &state_dir,
         replica_dirs: stores
             .iter()
@@ -960,6 +1047,10 @@ pub fn run_sync(
     if opts.mode == Mode::Push {
         // Whatever was done is recorded, even when the session broke off.
         for p in &plans {
+            let on_disk = StoreState::load(&state_dir, &p.store.name).ok();
+            if on_disk.as_ref() == Some(&p.state) {
+                continue;
+            }
             if let Err(e) = p.state.save(&state_dir) {
                 if result.is_ok() {
                     return Err(e);
@@ -988,18 +1079,19 @@ pub fn session(
     opts: &Options<'_>,
     rows: &mut Vec<Row>,
 ) -> Result<(), SyncError> {
-    let target = cmd
-        .args
-        .iter()
-        .rev()
-        .skip_while(|a| *a != "--")
-        .nth(1)
-        .cloned()
-        .unwrap_or_default();
+    let target = parties.target.to_string();
     let mut link = PeerLink::open(runner, cmd)?;
     let result = match link.stdin.take() {
         Some(mut stdin) => {
-            let r = converse(parties, plans, opts.mode, opts.force, &mut link.stdout, &mut stdin, rows);
+            let r = converse(
+                parties,
+                plans,
+                opts.mode,
+                opts.force,
+                &mut link.stdout,
+                &mut stdin,
+                rows,
+            );
             drop(stdin);
             r
         }

@@ -184,9 +184,13 @@ pub enum Reply {
         /// Anything else worth telling the operator.
         detail: Option<String>,
     },
-    Names { names: Vec<String> },
+    Names {
+        names: Vec<String>,
+    },
     /// The session cannot go on (version or cluster mismatch, bad request).
-    Error { message: String },
+    Error {
+        message: String,
+    },
 }
 
 /// Encodes one frame.
@@ -269,7 +273,9 @@ pub fn write_frame<W: Write, T: Serialize>(
 }
 
 /// Reads one frame. `Ok(None)`: the stream ended cleanly between frames.
-pub fn read_frame<R: Read, T: DeserializeOwned>(r: &mut R) -> Result<Option<Frame<T>>, ProtocolError> {
+pub fn read_frame<R: Read, T: DeserializeOwned>(
+    r: &mut R,
+) -> Result<Option<Frame<T>>, ProtocolError> {
     let mut prefix = [0u8; PREFIX_LEN];
     let mut got = 0;
     while got < PREFIX_LEN {
@@ -335,7 +341,10 @@ mod tests {
     fn decode_asks_for_more_until_the_frame_is_complete() {
         let bytes = encode(&push(), b"abc").unwrap();
         for cut in 0..bytes.len() {
-            assert!(decode::<Request>(&bytes[..cut]).unwrap().is_none(), "cut at {cut}");
+            assert!(
+                decode::<Request>(&bytes[..cut]).unwrap().is_none(),
+                "cut at {cut}"
+            );
         }
         // Two frames back to back: the first is decoded, the rest left over.
         let mut two = bytes.clone();
@@ -386,7 +395,10 @@ mod tests {
         bytes.extend(&(json.len() as u32).to_be_bytes());
         bytes.extend(&0u64.to_be_bytes());
         bytes.extend(json);
-        assert!(matches!(decode::<Request>(&bytes), Err(ProtocolError::Header(_))));
+        assert!(matches!(
+            decode::<Request>(&bytes),
+            Err(ProtocolError::Header(_))
+        ));
         let json = br#"{"type":"query","store":"s","name":"n","file":"rootfs"}"#;
         let mut bytes = MAGIC.to_vec();
         bytes.extend(&(json.len() as u32).to_be_bytes());
@@ -416,7 +428,10 @@ mod tests {
         assert_eq!(a.payload, b"one");
         let b: Frame<Request> = read_frame(&mut r).unwrap().unwrap();
         assert_eq!(b.header, remove);
-        assert!(read_frame::<_, Request>(&mut r).unwrap().is_none(), "clean end");
+        assert!(
+            read_frame::<_, Request>(&mut r).unwrap().is_none(),
+            "clean end"
+        );
         // A stream cut inside a frame is not a clean end.
         let mut cut: &[u8] = &wire[..wire.len() - 3];
         read_frame::<_, Request>(&mut cut).unwrap();
@@ -429,15 +444,28 @@ mod tests {
     #[test]
     fn replies_round_trip() {
         let replies = [
-            Reply::Hello { version: VERSION, node: Some("node2".into()) },
+            Reply::Hello {
+                version: VERSION,
+                node: Some("node2".into()),
+            },
             Reply::Outcome {
-                outcome: Outcome::Refused { reason: "collision".into() },
+                outcome: Outcome::Refused {
+                    reason: "collision".into(),
+                },
                 current: None,
                 detail: Some("x".into()),
             },
-            Reply::Outcome { outcome: Outcome::Written { over_drift: true }, current: None, detail: None },
-            Reply::Names { names: vec!["a".into(), "b".into()] },
-            Reply::Error { message: "cluster mismatch".into() },
+            Reply::Outcome {
+                outcome: Outcome::Written { over_drift: true },
+                current: None,
+                detail: None,
+            },
+            Reply::Names {
+                names: vec!["a".into(), "b".into()],
+            },
+            Reply::Error {
+                message: "cluster mismatch".into(),
+            },
         ];
         for reply in replies {
             let bytes = encode(&reply, b"").unwrap();

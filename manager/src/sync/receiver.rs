@@ -20,7 +20,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use super::protocol::{self, Outcome, Reply, Request, SyncFile, VERSION};
-use super::{read_regular, sha256_hex, FileProblem, SyncError};
+use super::{read_regular, sha256_hex, SyncError};
 use crate::config::{Config, Store};
 use crate::container::rootfs_of;
 use crate::fsutil::write_atomic;
@@ -95,10 +95,13 @@ impl Receiver<'_> {
 
     fn replica_dir(&self, store_name: &str) -> Result<ReplicaDir<'_>, String> {
         crate::names::validate("store", store_name).map_err(|e| e.to_string())?;
-        let store = self
-            .config
-            .store(store_name)
-            .ok_or_else(|| format!("store {store_name} is not in {}'s {}", self.here(), self.config.path.display()))?;
+        let store = self.config.store(store_name).ok_or_else(|| {
+            format!(
+                "store {store_name} is not in {}'s {}",
+                self.here(),
+                self.config.path.display()
+            )
+        })?;
         let dir = self.config.replica_dir(store).ok_or_else(|| {
             format!(
                 "{}'s {} gives store {store_name} no replica_dir (and the peer of its home homes no store)",
@@ -153,7 +156,11 @@ impl Receiver<'_> {
                 self.here()
             )),
             Ok(m) if m.is_dir() => Ok(ReplicaDir { store, dir }),
-            Ok(_) => Err(format!("replica dir {} on {} is not a directory", dir.display(), self.here())),
+            Ok(_) => Err(format!(
+                "replica dir {} on {} is not a directory",
+                dir.display(),
+                self.here()
+            )),
             Err(_) => Err(format!(
                 "replica dir {} is missing on {}; create it (mkdir) once the store is mounted",
                 dir.display(),
@@ -164,14 +171,27 @@ impl Receiver<'_> {
 
     fn target(&self, store_name: &str, name: &str) -> Result<Target<'_>, String> {
         crate::names::validate("container", name).map_err(|e| e.to_string())?;
-        let ReplicaDir { store, dir: replica_dir } = self.replica_dir(store_name)?;
+        let ReplicaDir {
+            store,
+            dir: replica_dir,
+        } = self.replica_dir(store_name)?;
         let dir = replica_dir.join(name);
         let exists = match fs::symlink_metadata(&dir) {
             Ok(m) if m.file_type().is_symlink() => {
-                return Err(format!("{} on {} is a symlink; not followed", dir.display(), self.here()))
+                return Err(format!(
+                    "{} on {} is a symlink; not followed",
+                    dir.display(),
+                    self.here()
+                ))
             }
             Ok(m) if m.is_dir() => true,
-            Ok(_) => return Err(format!("{} on {} is not a directory", dir.display(), self.here())),
+            Ok(_) => {
+                return Err(format!(
+                    "{} on {} is not a directory",
+                    dir.display(),
+                    self.here()
+                ))
+            }
             Err(_) => false,
         };
         if exists {
@@ -187,8 +207,12 @@ impl Receiver<'_> {
 
     /// A collision: the directory where the replica would go holds some
     /// other container.
-    fn check_not_another_container(&self, store: &Store, name: &str, dir: &Path) -> Result<(), String> {
-        let expected = store.lxcpath().join(name);
+    fn check_not_another_container(
+        &self,
+        store: &Store,
+        name: &str,
+        dir: &Path,
+    ) -> Result<(), String> {
         match read_regular(&dir.join("config")) {
             Ok(Some((bytes, _))) => {
                 let text = String::from_utf8_lossy(&bytes);
@@ -201,7 +225,9 @@ impl Receiver<'_> {
                             rootfs.display()
                         ));
                     }
-                    if !rootfs.starts_with(&expected) {
+                    // Under the pushed store but another name: an edited
+                    // replica, left to the drift check (and --force).
+                    if !rootfs.starts_with(store.lxcpath()) {
                         return Err(format!(
                             "collision: {} on {} holds a container whose rootfs is {}, not a replica of {}/{name}",
                             dir.display(),
@@ -213,7 +239,13 @@ impl Receiver<'_> {
                 }
             }
             Ok(None) => {}
-            Err(problem) => return Err(format!("{} on {}: {problem}", dir.join("config").display(), self.here())),
+            Err(problem) => {
+                return Err(format!(
+                    "{} on {}: {problem}",
+                    dir.join("config").display(),
+                    self.here()
+                ))
+            }
         }
         if fs::symlink_metadata(dir.join("rootfs")).is_ok() {
             return Err(format!(
@@ -235,7 +267,15 @@ impl Receiver<'_> {
                 expected,
                 mode,
                 force,
-            } => self.decide_push(store, name, *file, expected.as_deref(), *mode, *force, payload),
+            } => self.decide_push(
+                store,
+                name,
+                *file,
+                expected.as_deref(),
+                *mode,
+                *force,
+                payload,
+            ),
             Request::Query { store, name, file } => self.decide_query(store, name, *file),
             Request::List { store } => match self.list(store) {
                 Ok(names) => Action::Names(names),
@@ -247,7 +287,9 @@ impl Receiver<'_> {
                 expected,
                 force,
             } => self.decide_remove(store, name, expected, *force),
-            Request::Hello { .. } | Request::Bye => refused("unexpected hello or bye in the middle of a session"),
+            Request::Hello { .. } | Request::Bye => {
+                refused("unexpected hello or bye in the middle of a session")
+            }
         }
     }
 
@@ -285,7 +327,9 @@ impl Receiver<'_> {
         let path = t.dir.join(file.as_str());
         let current = match read_regular(&path) {
             Ok(c) => c,
-            Err(problem) => return refused(format!("{} on {}: {problem}", path.display(), self.here())),
+            Err(problem) => {
+                return refused(format!("{} on {}: {problem}", path.display(), self.here()))
+            }
         };
         let new_hash = sha256_hex(payload);
         let write = |over_drift| Action::Write {
@@ -369,7 +413,12 @@ impl Receiver<'_> {
                     t.dir.display()
                 ))
             }
-            Err(e) => return refused(format!("cannot tell whether {name} is running on {}: {e}", self.here())),
+            Err(e) => {
+                return refused(format!(
+                    "cannot tell whether {name} is running on {}: {e}",
+                    self.here()
+                ))
+            }
         }
         let mut files = Vec::new();
         for file in SyncFile::ALL {
@@ -387,7 +436,9 @@ impl Receiver<'_> {
                     }
                     files.push(path);
                 }
-                Err(problem) => return refused(format!("{} on {}: {problem}", path.display(), self.here())),
+                Err(problem) => {
+                    return refused(format!("{} on {}: {problem}", path.display(), self.here()))
+                }
             }
         }
         Action::Remove { dir: t.dir, files }
@@ -396,7 +447,8 @@ impl Receiver<'_> {
     /// Replicas of `store`'s containers in its replica dir here.
     fn list(&self, store_name: &str) -> Result<Vec<String>, String> {
         let ReplicaDir { store, dir } = self.replica_dir(store_name)?;
-        let entries = fs::read_dir(&dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+        let entries =
+            fs::read_dir(&dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
         let mut names: Vec<String> = entries
             .flatten()
             .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
@@ -447,13 +499,21 @@ impl Receiver<'_> {
                 })();
                 match result {
                     Ok(()) => (
-                        outcome(Outcome::Written { over_drift }, Some(sha256_hex(&bytes)), None),
+                        outcome(
+                            Outcome::Written { over_drift },
+                            Some(sha256_hex(&bytes)),
+                            None,
+                        ),
                         Vec::new(),
                     ),
                     Err(e) => (
                         outcome(
                             Outcome::Refused {
-                                reason: format!("cannot write {} on {}: {e}", path.display(), self.here()),
+                                reason: format!(
+                                    "cannot write {} on {}: {e}",
+                                    path.display(),
+                                    self.here()
+                                ),
                             },
                             None,
                             None,
@@ -470,7 +530,8 @@ impl Receiver<'_> {
                 for f in &files {
                     if let Err(e) = fs::remove_file(f) {
                         if e.kind() != std::io::ErrorKind::NotFound {
-                            let reason = format!("cannot remove {} on {}: {e}", f.display(), self.here());
+                            let reason =
+                                format!("cannot remove {} on {}: {e}", f.display(), self.here());
                             return (outcome(Outcome::Refused { reason }, None, None), Vec::new());
                         }
                     }
@@ -479,7 +540,11 @@ impl Receiver<'_> {
                     Ok(()) => None,
                     Err(_) => {
                         let left: Vec<String> = fs::read_dir(&dir)
-                            .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+                            .map(|rd| {
+                                rd.flatten()
+                                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                                    .collect()
+                            })
                             .unwrap_or_default();
                         Some(format!(
                             "directory {} kept on {}: it still holds {}",
@@ -552,7 +617,13 @@ impl Receiver<'_> {
         match self.hello(&first.header) {
             Ok(reply) => protocol::write_frame(&mut output, &reply, b"")?,
             Err(message) => {
-                protocol::write_frame(&mut output, &Reply::Error { message: message.clone() }, b"")?;
+                protocol::write_frame(
+                    &mut output,
+                    &Reply::Error {
+                        message: message.clone(),
+                    },
+                    b"",
+                )?;
                 return Err(SyncError::Rejected {
                     peer: "the sender".to_string(),
                     message,
@@ -576,7 +647,9 @@ impl Receiver<'_> {
 
 fn request_summary(req: &Request) -> String {
     match req {
-        Request::Push { store, name, file, .. } => format!("push {store}/{name}/{file}"),
+        Request::Push {
+            store, name, file, ..
+        } => format!("push {store}/{name}/{file}"),
         Request::Query { store, name, file } => format!("query {store}/{name}/{file}"),
         Request::Remove { store, name, .. } => format!("remove {store}/{name}"),
         Request::List { store } => format!("list {store}"),
@@ -606,7 +679,10 @@ pub fn receive<R: Read, W: Write>(
     let hostname = nix::unistd::gethostname()
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let me = config.resolve_node(node, &hostname).ok().map(|n| n.name.clone());
+    let me = config
+        .resolve_node(node, &hostname)
+        .ok()
+        .map(|n| n.name.clone());
     let receiver = Receiver {
         config: &config,
         mounts: &mounts,

@@ -50,7 +50,10 @@ pub fn state_path(state_dir: &Path, store: &str) -> PathBuf {
 
 /// Where the copy of a pushed file is kept.
 pub fn copy_path(state_dir: &Path, store: &str, name: &str, file: SyncFile) -> PathBuf {
-    sync_dir(state_dir).join(store).join(name).join(file.as_str())
+    sync_dir(state_dir)
+        .join(store)
+        .join(name)
+        .join(file.as_str())
 }
 
 impl StoreState {
@@ -68,8 +71,11 @@ impl StoreState {
             }
             Err(source) => return Err(SyncError::StateRead { path, source }),
         };
-        let state: StoreState = serde_json::from_slice(&bytes)
-            .map_err(|source| SyncError::StateParse { path: path.clone(), source })?;
+        let state: StoreState =
+            serde_json::from_slice(&bytes).map_err(|source| SyncError::StateParse {
+                path: path.clone(),
+                source,
+            })?;
         if state.version != STATE_VERSION || state.store != store {
             return Err(SyncError::StateMismatch {
                 path,
@@ -158,12 +164,19 @@ mod tests {
         let mut s = StoreState::load(d.path(), "store1").unwrap();
         assert!(s.containers.is_empty());
         s.peer = "node2".into();
-        s.record(d.path(), "web", SyncFile::Config, b"a = b\n").unwrap();
+        s.record(d.path(), "web", SyncFile::Config, b"a = b\n")
+            .unwrap();
         s.save(d.path()).unwrap();
         let back = StoreState::load(d.path(), "store1").unwrap();
         assert_eq!(back, s);
-        assert_eq!(back.hash("web", SyncFile::Config), Some(sha256_hex(b"a = b\n").as_str()));
-        assert_eq!(back.pushed_copy(d.path(), "web", SyncFile::Config).unwrap(), b"a = b\n");
+        assert_eq!(
+            back.hash("web", SyncFile::Config),
+            Some(sha256_hex(b"a = b\n").as_str())
+        );
+        assert_eq!(
+            back.pushed_copy(d.path(), "web", SyncFile::Config).unwrap(),
+            b"a = b\n"
+        );
         assert!(back.hash("web", SyncFile::Fstab).is_none());
         let text = std::fs::read_to_string(state_path(d.path(), "store1")).unwrap();
         assert!(text.contains("\"config\""), "{text}");
@@ -173,8 +186,13 @@ mod tests {
     fn a_tampered_copy_is_not_shown_as_what_was_pushed() {
         let d = tempfile::tempdir().unwrap();
         let mut s = StoreState::load(d.path(), "store1").unwrap();
-        s.record(d.path(), "web", SyncFile::Fstab, b"one\n").unwrap();
-        std::fs::write(copy_path(d.path(), "store1", "web", SyncFile::Fstab), b"two\n").unwrap();
+        s.record(d.path(), "web", SyncFile::Fstab, b"one\n")
+            .unwrap();
+        std::fs::write(
+            copy_path(d.path(), "store1", "web", SyncFile::Fstab),
+            b"two\n",
+        )
+        .unwrap();
         assert!(s.pushed_copy(d.path(), "web", SyncFile::Fstab).is_none());
         s.forget(d.path(), "web").unwrap();
         assert!(s.containers.is_empty());
@@ -193,7 +211,11 @@ mod tests {
             store: "store9".into(),
             ..StoreState::default()
         };
-        std::fs::write(state_path(d.path(), "store1"), serde_json::to_vec(&other).unwrap()).unwrap();
+        std::fs::write(
+            state_path(d.path(), "store1"),
+            serde_json::to_vec(&other).unwrap(),
+        )
+        .unwrap();
         assert!(matches!(
             StoreState::load(d.path(), "store1"),
             Err(SyncError::StateMismatch { .. })
