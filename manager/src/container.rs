@@ -484,6 +484,7 @@ pub fn child_op(op: &str, lxcpath: &Path, name: &str, timeout: Duration) -> Resu
         Ok(())
     } else {
         let msg = out.stderr.trim();
+        let msg = msg.strip_prefix("ctmgr: error: ").unwrap_or(msg);
         bail!(
             "{}",
             if msg.is_empty() {
