@@ -406,7 +406,7 @@ pub fn info(name: &str, store: &Store, lxcpath: &Path) -> Info {
         pid,
         ips: pid.map(ips_of_pid).unwrap_or_default(),
         start_order,
-        template: None,
+        template: settings(&lxcpath.join(name)).ok().and_then(|s| s.template),
     }
 }
 

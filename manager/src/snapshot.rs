@@ -71,12 +71,22 @@ pub fn name_for(now: DateTime<Utc>, snaps_dir: &Path) -> String {
         .unwrap_or(base)
 }
 
-/// Parses a ctmgr snapshot name back into its time.
+/// Parses a ctmgr snapshot name back into its time. Snapshots taken in the
+/// same second get `-1`, `-2`… suffixes; the suffix counts as nanoseconds so
+/// that the last one taken is the newest (retention never deletes the newest).
 pub fn time_from_name(name: &str) -> Option<DateTime<Utc>> {
     let stem = name.get(..16)?;
-    NaiveDateTime::parse_from_str(stem, NAME_FORMAT)
+    let base = NaiveDateTime::parse_from_str(stem, NAME_FORMAT)
         .ok()
-        .map(|n| Utc.from_utc_datetime(&n))
+        .map(|n| Utc.from_utc_datetime(&n))?;
+    match name.get(16..) {
+        Some("") => Some(base),
+        Some(rest) => {
+            let n: i64 = rest.strip_prefix('-')?.parse().ok()?;
+            Some(base + chrono::Duration::nanoseconds(n))
+        }
+        None => Some(base),
+    }
 }
 
 /// Rewrites `lxc.rootfs.path` (and `lxc.mount.fstab`, a data subvolume's
@@ -399,7 +409,12 @@ mod tests {
         assert_eq!(name_for(t, d.path()), "20261124T235555Z");
         fs::create_dir(d.path().join("20261124T235555Z")).unwrap();
         assert_eq!(name_for(t, d.path()), "20261124T235555Z-1");
-        assert_eq!(time_from_name("20261124T235555Z-1"), Some(t));
+        assert_eq!(
+            time_from_name("20261124T235555Z-1"),
+            Some(t + chrono::Duration::nanoseconds(1))
+        );
+        assert!(time_from_name("20261124T235555Z-10") > time_from_name("20261124T235555Z-9"));
+        assert_eq!(time_from_name("20261124T235555Zx"), None);
         assert_eq!(time_from_name("snap0"), None);
     }
 

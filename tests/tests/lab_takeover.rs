@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ctmgr_tests::lab::{Bins, Lab, LabSpec, Node};
-use ctmgr_tests::run::{wait_until, Opts};
+use ctmgr_tests::run::wait_until;
 use ctmgr_tests::Output;
 
 /// The lab's stores: (store, DRBD resource, mountpoint, home node).
@@ -985,9 +985,7 @@ fn lab_guard_refuses_plain_lxc_start_on_non_holder() {
         !out.success(),
         "a plain lxc-start on node2 started web: {out}"
     );
-    // liblxc (5.0) logs a hook's output at DEBUG only; lxc-start's own stderr just says
-    // "Failed to run lxc.hook.pre-start".
-    assert!(out.stderr.contains("lxc.hook.pre-start"), "{out}");
+    // liblxc (5.0) logs a hook's output at DEBUG only: the reason is in the log file.
     let log = n2.read_file("/root/web.log").unwrap_or_default();
     let all = format!("{}{}{log}", out.stdout, out.stderr);
     assert!(

@@ -83,10 +83,14 @@ impl Session {
         store::local_lxcpaths(&self.config, &self.mounts)
     }
 
-    /// Progress for people: on stderr, suppressed by -q.
+    /// Progress for people: on stderr when it is a terminal, never under
+    /// `-q` (DESIGN §3: quiet under cron). The log gets it at info level.
     pub fn say(&self, msg: &str) {
-        if !self.quiet {
+        use std::io::IsTerminal;
+        if !self.quiet && std::io::stderr().is_terminal() {
             eprintln!("{msg}");
+        } else {
+            tracing::info!("{msg}");
         }
     }
 }
