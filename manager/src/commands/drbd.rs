@@ -106,6 +106,17 @@ fn read_secret(config: &Config) -> Result<Option<String>> {
     Ok(Some(secret.trim().to_string()))
 }
 
+/// The DRBD device for a `.res` file: the store's device when it is a DRBD
+/// device (`/dev/drbdN`, `/dev/drbd_NAME`), else `/dev/drbd<minor>` — as in
+/// the lab, where the store's device is the loop device DRBD stands for.
+fn drbd_device(device: &Path, minor: u32) -> PathBuf {
+    if device.to_string_lossy().starts_with("/dev/drbd") {
+        device.to_path_buf()
+    } else {
+        PathBuf::from(format!("/dev/drbd{minor}"))
+    }
+}
+
 /// The render input for every replicated store.
 pub fn inputs(config: &Config, secret: Option<&str>) -> Result<Vec<drbd::ResInput>> {
     let mut out = Vec::new();
@@ -134,7 +145,7 @@ pub fn inputs(config: &Config, secret: Option<&str>) -> Result<Vec<drbd::ResInpu
                 .map(|n| drbd::ResHost {
                     name: n.name.clone(),
                     address: n.address,
-                    device: st.device.clone(),
+                    device: drbd_device(&st.device, minor),
                     minor,
                     disk: disk.clone(),
                 })
