@@ -4,8 +4,9 @@
 //! `lxc.hook.pre-start = ctmgr-guard --store S --mountpoint M --device D [--drbd-resource R]`.
 //!
 //! It fails closed: bad arguments, an unreadable mount table or an unknown
-//! DRBD role all refuse. The reason goes to stderr (which `lxc-start` shows)
-//! and to stdout, since liblxc logs a hook's output at ERROR level.
+//! DRBD role all refuse. The reason goes to stdout and stderr (liblxc 5 logs
+//! a hook's output only at DEBUG level) and to syslog, where an operator who
+//! ran a plain `lxc-start` finds it.
 #![forbid(unsafe_code)]
 
 use ctmgr::guard;
@@ -22,6 +23,18 @@ fn main() {
     if let Err(msg) = verdict {
         println!("{msg}");
         eprintln!("{msg}");
+        to_syslog(&msg);
         std::process::exit(1);
     }
+}
+
+/// Best effort: one line to the local syslog socket (RFC 3164 framing,
+/// facility daemon, severity err). No syslog, no harm.
+fn to_syslog(msg: &str) {
+    let sock = match std::os::unix::net::UnixDatagram::unbound() {
+        Ok(s) => s,
+        Err(_) => return,
+    };
+    let line = format!("<27>ctmgr-guard[{}]: {msg}", std::process::id());
+    let _ = sock.send_to(line.as_bytes(), "/dev/log");
 }

@@ -74,12 +74,31 @@ pub fn rootfs_of(config_text: &str) -> Option<PathBuf> {
     Some(PathBuf::from(path))
 }
 
-/// Does the container directory `dir` belong to its store (its rootfs lives
-/// there), rather than being the peer's replica kept in our lxcpath?
+/// The store mountpoint named by a config's ctmgr guard hook, if it has one.
+pub fn guard_mountpoint(config_text: &str) -> Option<PathBuf> {
+    let hook = config_values(config_text, "lxc.hook.pre-start")
+        .into_iter()
+        .find(|h| h.contains("ctmgr-guard"))?;
+    let args: Vec<String> = hook
+        .split_whitespace()
+        .skip(1)
+        .map(str::to_string)
+        .collect();
+    crate::guard::parse_args(&args).ok().map(|a| a.mountpoint)
+}
+
+/// Does the container directory `dir` belong to the store it lies in,
+/// rather than being the peer's replica kept in our lxcpath? The guard hook
+/// names the container's store; without one, its rootfs location decides.
+/// A container whose rootfs path is damaged still counts as its store's, so
+/// takeover tries it and reports the failure instead of skipping it.
 pub fn is_own(dir: &Path) -> bool {
-    match read_config_text(&dir.join("config")) {
-        Ok(text) => rootfs_of(&text).is_some_and(|r| r.starts_with(dir)),
-        Err(_) => false,
+    let Ok(text) = read_config_text(&dir.join("config")) else {
+        return false;
+    };
+    match (guard_mountpoint(&text), dir.parent()) {
+        (Some(mp), Some(lxcpath)) => lxcpath == mp.join("containers"),
+        _ => rootfs_of(&text).is_some_and(|r| r.starts_with(dir)),
     }
 }
 
@@ -467,7 +486,9 @@ pub fn parse_if_inet6(text: &str) -> Vec<String> {
 
 /// A lifecycle operation run in a child process (see the module docs).
 pub fn child_op(op: &str, lxcpath: &Path, name: &str, timeout: Duration) -> Result<()> {
-    let exe = std::env::current_exe().context("cannot find the ctmgr executable")?;
+    // /proc/self/exe still runs this very binary when a package upgrade has
+    // replaced the file on disk during a failover.
+    let exe = PathBuf::from("/proc/self/exe");
     let secs = timeout.as_secs().max(1).to_string();
     let cmd = Cmd::new(&exe.display().to_string())
         .args([op, &lxcpath.display().to_string(), name, &secs])

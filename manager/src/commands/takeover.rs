@@ -246,7 +246,11 @@ fn takeover_steps(
     if let Some(res) = &store.drbd_resource {
         let t = Instant::now();
         if verdict.promote {
-            takeover::promote(&s.runner, res)
+            let force = verdict
+                .checks
+                .iter()
+                .any(|c| c.name == "local-disk" && c.verdict == "warn");
+            takeover::promote(&s.runner, res, force)
                 .inspect_err(|e| tl.record("promote", t, "failed", format!("{e:#}")))?;
             tl.record("promote", t, "done", format!("drbdadm primary {res}"));
         } else {

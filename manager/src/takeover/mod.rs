@@ -134,9 +134,34 @@ pub fn gather_evidence(
         });
     }
     if ev.peer_answers() {
-        match peer_holds(runner, &peer.ssh, &store.name) {
-            Ok(h) => ev.peer_holds = Some(h),
-            Err(e) => ev.peer_error = Some(e),
+        // Ask over every path that answered: with the peer link cut, the
+        // LAN address is the way to the peer.
+        let user = peer
+            .ssh
+            .split_once('@')
+            .map(|(u, _)| format!("{u}@"))
+            .unwrap_or_default();
+        let mut errors = Vec::new();
+        for (addr, answered) in &ev.probes {
+            if !answered {
+                continue;
+            }
+            let host = addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(addr);
+            let target = if peer.ssh.ends_with(&format!("@{host}")) || peer.ssh == host {
+                peer.ssh.clone()
+            } else {
+                format!("{user}{host}")
+            };
+            match peer_holds(runner, &target, &store.name) {
+                Ok(h) => {
+                    ev.peer_holds = Some(h);
+                    break;
+                }
+                Err(e) => errors.push(format!("{target}: {e}")),
+            }
+        }
+        if ev.peer_holds.is_none() {
+            ev.peer_error = Some(errors.join("; "));
         }
     }
     ev
@@ -201,14 +226,16 @@ impl Timeline {
     }
 }
 
-/// Promotes the store's resource here (`drbdadm primary RES`).
-pub fn promote(runner: &dyn Runner, res: &str) -> Result<()> {
+/// Promotes the store's resource here (`drbdadm primary RES`); `force` when
+/// the operator overrode the local-disk check (DRBD itself refuses a
+/// non-UpToDate disk without `--force`).
+pub fn promote(runner: &dyn Runner, res: &str, force: bool) -> Result<()> {
+    let mut cmd = Cmd::new("drbdadm").arg("primary");
+    if force {
+        cmd = cmd.arg("--force");
+    }
     runner
-        .run_ok(
-            &Cmd::new("drbdadm")
-                .args(["primary", res])
-                .timeout(Duration::from_secs(60)),
-        )
+        .run_ok(&cmd.arg(res).timeout(Duration::from_secs(60)))
         .with_context(|| format!("failed to promote {res}"))?;
     Ok(())
 }
