@@ -186,15 +186,6 @@ pub struct DrbdSettings {
     pub version: Option<String>,
 }
 
-/// A `keep_within` duration (restic syntax: numbers with units y, m, d, h).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct RetentionDuration {
-    pub years: u32,
-    pub months: u32,
-    pub days: u32,
-    pub hours: u32,
-}
-
 /// Errors of the whole configuration. The binary maps every one to exit code 2.
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -248,28 +239,7 @@ pub enum PolicyError {
     #[error("policy keeps nothing: set a keep_* count other than 0, or keep_within")]
     KeepsNothing,
     #[error("keep_within: {0}")]
-    Within(#[from] DurationError),
-}
-
-/// Errors of [`parse_duration`].
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum DurationError {
-    #[error("empty duration")]
-    Empty,
-    #[error("duration {text:?}: expected a number at {rest:?}")]
-    NoNumber { text: String, rest: String },
-    #[error("duration {text:?}: no unit after {number} (use y, m, d or h)")]
-    NoUnit { text: String, number: u64 },
-    #[error("duration {text:?}: invalid unit {unit:?} after {number} (use y, m, d or h)")]
-    BadUnit {
-        text: String,
-        number: u64,
-        unit: char,
-    },
-    #[error("duration {text:?}: unit {unit:?} given twice")]
-    Repeated { text: String, unit: char },
-    #[error("duration {text:?}: number too large")]
-    TooLarge { text: String },
+    Within(#[from] crate::retention::PolicyError),
 }
 
 // ---------------------------------------------------------------------------
@@ -429,8 +399,14 @@ impl SnapshotPolicy {
     }
 
     /// The parsed `keep_within`.
-    pub fn within(&self) -> Result<Option<RetentionDuration>, DurationError> {
-        self.keep_within.as_deref().map(parse_duration).transpose()
+    /// One parser for restic's duration syntax: the retention planner's.
+    pub fn within(
+        &self,
+    ) -> Result<Option<crate::retention::Within>, crate::retention::PolicyError> {
+        self.keep_within
+            .as_deref()
+            .map(crate::retention::parse_within)
+            .transpose()
     }
 
     /// Counts are -1 or more, `keep_within` parses, and something is kept.
@@ -465,91 +441,6 @@ impl BackupTarget {
     pub fn location(&self) -> Result<TargetLocation, String> {
         parse_target_path(&self.path)
     }
-}
-
-impl RetentionDuration {
-    pub fn is_zero(&self) -> bool {
-        *self == RetentionDuration::default()
-    }
-}
-
-impl fmt::Display for RetentionDuration {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.is_zero() {
-            return f.write_str("0h");
-        }
-        for (n, unit) in [
-            (self.years, 'y'),
-            (self.months, 'm'),
-            (self.days, 'd'),
-            (self.hours, 'h'),
-        ] {
-            if n != 0 {
-                write!(f, "{n}{unit}")?;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Parses a restic duration: one or more `<number><unit>` with units
-/// y (years), m (months), d (days), h (hours), e.g. `"1y2m3d4h"`, `"36h"`.
-/// Unlike restic, a unit given twice is an error rather than "last wins".
-pub fn parse_duration(text: &str) -> Result<RetentionDuration, DurationError> {
-    if text.is_empty() {
-        return Err(DurationError::Empty);
-    }
-    let mut d = RetentionDuration::default();
-    let mut seen = Vec::new();
-    let mut rest = text;
-    while !rest.is_empty() {
-        let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
-        if digits == 0 {
-            return Err(DurationError::NoNumber {
-                text: text.to_owned(),
-                rest: rest.to_owned(),
-            });
-        }
-        let number: u64 = rest[..digits]
-            .parse()
-            .map_err(|_| DurationError::TooLarge {
-                text: text.to_owned(),
-            })?;
-        rest = &rest[digits..];
-        let mut chars = rest.chars();
-        let Some(unit) = chars.next() else {
-            return Err(DurationError::NoUnit {
-                text: text.to_owned(),
-                number,
-            });
-        };
-        rest = chars.as_str();
-        let value = u32::try_from(number).map_err(|_| DurationError::TooLarge {
-            text: text.to_owned(),
-        })?;
-        let slot = match unit {
-            'y' => &mut d.years,
-            'm' => &mut d.months,
-            'd' => &mut d.days,
-            'h' => &mut d.hours,
-            _ => {
-                return Err(DurationError::BadUnit {
-                    text: text.to_owned(),
-                    number,
-                    unit,
-                })
-            }
-        };
-        if seen.contains(&unit) {
-            return Err(DurationError::Repeated {
-                text: text.to_owned(),
-                unit,
-            });
-        }
-        seen.push(unit);
-        *slot = value;
-    }
-    Ok(d)
 }
 
 fn check_count(rule: &'static str, value: i64) -> Result<(), PolicyError> {
@@ -1531,7 +1422,7 @@ fn build_policy(
         ctx.check(
             w.span(),
             &format!("{prefix}.keep_within"),
-            parse_duration(w.get_ref()).map(|_| ()),
+            crate::retention::parse_within(w.get_ref()).map(|_| ()),
         )?;
     }
     let [keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly] = values;
@@ -2749,10 +2640,7 @@ drbd_resource = "r0"
         let c = parse(&base_with(&format!("{zeros}keep_within = \"7d\"\n"))).unwrap();
         assert_eq!(
             c.snapshots.within(),
-            Ok(Some(RetentionDuration {
-                days: 7,
-                ..Default::default()
-            }))
+            Ok(Some(crate::retention::parse_within("7d").unwrap()))
         );
         // A backup target's counts default to 0, so it must say what it keeps.
         assert_invalid(
@@ -2769,13 +2657,13 @@ drbd_resource = "r0"
             &base_with("[snapshots]\nkeep_within = \"2 days\"\n"),
             19,
             "snapshots.keep_within",
-            "invalid unit ' ' after 2",
+            "unknown unit ' ' after number 2",
         );
         assert_invalid(
             &base_with("[[backup_target]]\nname = \"nas\"\npath = \"/b\"\nkeep_within = \"1w\"\n"),
             21,
             "backup_target[0].keep_within",
-            "invalid unit 'w'",
+            "unknown unit 'w'",
         );
     }
 
@@ -2896,53 +2784,6 @@ drbd_resource = "r0"
     }
 
     // --- policy helpers ---------------------------------------------------------
-
-    #[test]
-    fn parse_durations_like_restic() {
-        let d = |years, months, days, hours| RetentionDuration {
-            years,
-            months,
-            days,
-            hours,
-        };
-        assert_eq!(parse_duration("2d"), Ok(d(0, 0, 2, 0)));
-        assert_eq!(parse_duration("1y2m3d4h"), Ok(d(1, 2, 3, 4)));
-        assert_eq!(parse_duration("4h1y"), Ok(d(1, 0, 0, 4)));
-        assert_eq!(parse_duration("36h"), Ok(d(0, 0, 0, 36)));
-        assert_eq!(parse_duration("0d"), Ok(d(0, 0, 0, 0)));
-        assert_eq!(parse_duration(""), Err(DurationError::Empty));
-        assert!(matches!(
-            parse_duration("d"),
-            Err(DurationError::NoNumber { .. })
-        ));
-        assert!(matches!(
-            parse_duration("5"),
-            Err(DurationError::NoUnit { number: 5, .. })
-        ));
-        assert!(matches!(
-            parse_duration("5w"),
-            Err(DurationError::BadUnit { unit: 'w', .. })
-        ));
-        assert!(matches!(
-            parse_duration("1d2d"),
-            Err(DurationError::Repeated { unit: 'd', .. })
-        ));
-        assert!(matches!(
-            parse_duration("-1d"),
-            Err(DurationError::NoNumber { .. })
-        ));
-        assert!(matches!(
-            parse_duration("99999999999h"),
-            Err(DurationError::TooLarge { .. })
-        ));
-        assert!(matches!(
-            parse_duration("999999999999999999999999h"),
-            Err(DurationError::TooLarge { .. })
-        ));
-        assert_eq!(d(1, 2, 3, 4).to_string(), "1y2m3d4h");
-        assert_eq!(d(0, 0, 2, 0).to_string(), "2d");
-        assert_eq!(d(0, 0, 0, 0).to_string(), "0h");
-    }
 
     #[test]
     fn overlay_replaces_only_what_is_set() {

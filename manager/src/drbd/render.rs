@@ -6,11 +6,10 @@
 //! it (DESIGN.md safety rule 8). Nothing in this module logs.
 
 use std::fmt::Write as _;
-use std::io::Read;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+
+use std::time::Duration;
 
 /// How long drbdadm may take to parse one file before it is killed.
 pub const DRBDADM_TIMEOUT: Duration = Duration::from_secs(15);
@@ -156,53 +155,31 @@ fn validate_with_timeout(
     drbdadm: &Path,
     timeout: Duration,
 ) -> Result<(), RenderError> {
-    let args = [
-        "-c".to_string(),
-        path.display().to_string(),
-        "dump".to_string(),
-        "all".to_string(),
-    ];
-    let argv = std::iter::once(drbdadm.display().to_string())
-        .chain(args.iter().cloned())
-        .collect::<Vec<_>>()
-        .join(" ");
-    let mut child = Command::new(drbdadm)
-        .args(&args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|source| RenderError::Spawn {
+    use crate::runner::{Cmd, RunError, Runner, SystemRunner};
+    let cmd = Cmd::new(&drbdadm.display().to_string())
+        .args(["-c", &path.display().to_string(), "dump", "all"])
+        .timeout(timeout);
+    let argv = cmd.display();
+    // The one runner drains both pipes and kills the child at its deadline.
+    let out = SystemRunner::default().run(&cmd).map_err(|e| match e {
+        RunError::Timeout { .. } => RenderError::Timeout {
+            argv: argv.clone(),
+            timeout,
+        },
+        RunError::Spawn { source, .. } => RenderError::Spawn {
             argv: argv.clone(),
             source,
-        })?;
-    // Drain both pipes on threads so a chatty child cannot block on a full
-    // pipe while we wait for it.
-    let stdout = child.stdout.take().map(drain);
-    let stderr = child.stderr.take().map(drain);
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(RenderError::Timeout { argv, timeout });
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(source) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(RenderError::Spawn { argv, source });
-            }
-        }
-    };
-    let stdout = stdout.map(join).unwrap_or_default();
-    let stderr = stderr.map(join).unwrap_or_default();
-    if !status.success() {
+        },
+        other => RenderError::Spawn {
+            argv: argv.clone(),
+            source: std::io::Error::other(other.to_string()),
+        },
+    })?;
+    let (stdout, stderr) = (out.stdout, out.stderr);
+    if out.code != 0 {
         return Err(RenderError::Rejected {
             argv,
-            status: status.to_string(),
+            status: format!("exit status: {}", out.code),
             stderr: relevant_stderr(&stderr),
         });
     }
@@ -215,18 +192,6 @@ fn validate_with_timeout(
         });
     }
     Ok(())
-}
-
-fn drain<R: Read + Send + 'static>(mut reader: R) -> std::thread::JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = reader.read_to_end(&mut buf);
-        String::from_utf8_lossy(&buf).into_owned()
-    })
-}
-
-fn join(handle: std::thread::JoinHandle<String>) -> String {
-    handle.join().unwrap_or_default()
 }
 
 /// drbd-utils probe the kernel module with `modinfo`; on hosts without it
@@ -244,6 +209,7 @@ fn relevant_stderr(stderr: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
     const DRBDADM: &str = "/usr/sbin/drbdadm";
     const DRBDADM_84: &str = "/usr/lib/drbd/drbdadm-84";

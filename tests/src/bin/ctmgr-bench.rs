@@ -703,6 +703,11 @@ fn bench_prune(rounds: usize, n: usize) -> Result<()> {
                 let Some(base) = path.rsplit('/').next() else {
                     continue;
                 };
+                // Only the schedule's rows ("delete" or "-"); the summary repeats deletions
+                // as "--- PATH".
+                if action != "delete" && action != "-" {
+                    continue;
+                }
                 if let Some(&i) = index_b.get(base) {
                     seen += 1;
                     if action != "delete" {
