@@ -110,5 +110,8 @@ pub fn destroy(s: &Session, args: &DestroyArgs) -> Result<ExitStatus> {
         "destroyed {} ({} snapshot(s) removed)",
         c.name, snaps
     ));
+    // Removes the replica on the peer (a full push removes replicas of
+    // containers that no longer exist here).
+    super::sync::sync_after_change(s, &[]);
     Ok(ExitStatus::Done)
 }

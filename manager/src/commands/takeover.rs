@@ -350,6 +350,16 @@ pub fn release(s: &Session, args: &ReleaseArgs) -> Result<ExitStatus> {
 }
 
 fn release_steps(s: &Session, store: &Store, timeout: u64, tl: &mut Timeline) -> Result<()> {
+    // The peer is about to need the replicas: push them first (a failure
+    // is a warning; the release goes on).
+    if s.stores()
+        .iter()
+        .any(|st| st.store.name == store.name && st.held())
+    {
+        let t = Instant::now();
+        super::sync::sync_after_change(s, &[]);
+        tl.record("sync", t, "done", "replicas pushed to the peer");
+    }
     let t = Instant::now();
     match takeover::observe_mount(store)? {
         preflight::MountFact::Store => {

@@ -45,6 +45,8 @@ fn demo(lab: &Lab) -> Result<()> {
     banner("The lab: node1 holds store1 (DRBD r0), node2 holds store2 (r1); peer link 10.0.254.0/30, LAN 10.1.0.0/24");
     run(lab, 1, &["ctmgr", "status"], 0)?;
     run(lab, 1, &["ctmgr", "drbd", "status"], 0)?;
+    run(lab, 2, &["ctmgr", "status"], 0)?;
+    run(lab, 2, &["ctmgr", "drbd", "status"], 0)?;
 
     banner("Create containers: two on store1 (node1), one on store2 (node2)");
     run(
@@ -57,6 +59,10 @@ fn demo(lab: &Lab) -> Result<()> {
     run(lab, 2, &["ctmgr", "create", "mail", "--start"], 0)?;
     run(lab, 1, &["ctmgr", "list"], 0)?;
     run(lab, 2, &["ctmgr", "list"], 0)?;
+    println!(
+        "(each create also pushed the container's config and fstab to the peer's replica dir)"
+    );
+    run(lab, 1, &["ctmgr", "sync", "--check"], 0)?;
 
     banner("Snapshot a running container (lxc-snapshot would refuse it), list it, and see LXC list it too");
     run(
