@@ -536,32 +536,14 @@ pub fn start_here(lxcpath: &Path, name: &str, secs: i32) -> Result<()> {
     if c.is_running() {
         return Ok(());
     }
-    // Ask the guard first, so a refusal reaches the operator in its own
-    // words (liblxc only reports that the hook failed).
-    let config_path = lxcpath.join(name).join("config");
-    let text = read_config_text(&config_path).unwrap_or_default();
-    if let Some(hook) = config_values(&text, "lxc.hook.pre-start")
-        .into_iter()
-        .find(|h| h.contains("ctmgr-guard"))
-    {
-        let args: Vec<String> = hook
-            .split_whitespace()
-            .skip(1)
-            .map(str::to_string)
-            .chain([name.to_string()])
-            .collect();
-        let verdict = crate::guard::parse_args(&args).and_then(|a| {
-            crate::guard::check(
-                &a,
-                Some(&config_path),
-                &crate::runner::SystemRunner::default(),
-            )
-        });
-        if let Err(msg) = verdict {
+    if let Err(e) = c.start() {
+        // liblxc only says that the pre-start hook failed: ask the guard
+        // for its reason, in its own words.
+        if let Some(msg) = guard_refusal(lxcpath, name) {
             bail!("{msg}");
         }
+        return Err(e.into());
     }
-    c.start()?;
     if !c.wait("RUNNING", secs) {
         bail!(
             "container {name} did not reach RUNNING within {secs} s (state {}); see `lxc-start -n {name} -P {} -F -l DEBUG`",
@@ -570,6 +552,30 @@ pub fn start_here(lxcpath: &Path, name: &str, secs: i32) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The guard's refusal for this container, if its hook would refuse now.
+fn guard_refusal(lxcpath: &Path, name: &str) -> Option<String> {
+    let config_path = lxcpath.join(name).join("config");
+    let text = read_config_text(&config_path).ok()?;
+    let hook = config_values(&text, "lxc.hook.pre-start")
+        .into_iter()
+        .find(|h| h.contains("ctmgr-guard"))?;
+    let args: Vec<String> = hook
+        .split_whitespace()
+        .skip(1)
+        .map(str::to_string)
+        .chain([name.to_string()])
+        .collect();
+    crate::guard::parse_args(&args)
+        .and_then(|a| {
+            crate::guard::check(
+                &a,
+                Some(&config_path),
+                &crate::runner::SystemRunner::default(),
+            )
+        })
+        .err()
 }
 
 /// Body of `ctmgr __lxc-stop LXCPATH NAME SECS` (runs in the child).

@@ -16,6 +16,7 @@ pub mod lock;
 pub mod mountinfo;
 pub mod names;
 pub mod net;
+pub mod pool;
 pub mod retention;
 pub mod runner;
 pub mod snapshot;

@@ -12,6 +12,9 @@ use serde::Serialize;
 
 use super::{print_json, print_table, Session};
 
+/// Containers snapshotted at once by `snapshot --all`.
+const SNAPSHOT_CONCURRENCY: usize = 8;
+
 #[derive(clap::Args, Debug)]
 pub struct SnapshotArgs {
     /// Containers to snapshot
@@ -92,32 +95,41 @@ fn lock_stores(targets: &[Located<'_>], no_wait: bool) -> Result<Vec<lock::Store
 pub fn snapshot(s: &Session, args: &SnapshotArgs) -> Result<ExitStatus> {
     let targets = targets(s, &args.names, args.all)?;
     let _locks = lock_stores(&targets, args.no_wait)?;
-    let freeze_default = s.config.snapshots.freeze;
+    let freeze = args.freeze || s.config.snapshots.freeze;
+    // Snapshots of different containers run side by side: each Btrfs
+    // snapshot ends in a transaction commit, and concurrent ones share it.
+    let results = ctmgr::pool::run(
+        &targets,
+        SNAPSHOT_CONCURRENCY,
+        |t| {
+            let do_freeze = || -> Result<()> {
+                let c = lxc_bindings::Container::new(&t.name, &t.lxcpath)?;
+                if c.is_running() {
+                    c.freeze()?;
+                }
+                Ok(())
+            };
+            let do_thaw = || -> Result<()> {
+                let c = lxc_bindings::Container::new(&t.name, &t.lxcpath)?;
+                if c.state().as_str() == "FROZEN" {
+                    c.unfreeze()?;
+                }
+                Ok(())
+            };
+            let hooks: Option<snapshot::FreezeHooks> = freeze.then_some((&do_freeze, &do_thaw));
+            snapshot::take(&t.dir(), args.comment.as_deref(), Utc::now(), hooks)
+                .map(|info| info.name)
+                .map_err(|e| format!("{e:#}"))
+        },
+        |_| Err("snapshot thread panicked".to_string()),
+    );
     let mut failed = 0;
-    for t in &targets {
-        let freeze = args.freeze || freeze_default;
-        let lxcpath = t.lxcpath.clone();
-        let name = t.name.clone();
-        let do_freeze = || -> Result<()> {
-            let c = lxc_bindings::Container::new(&name, &lxcpath)?;
-            if c.is_running() {
-                c.freeze()?;
-            }
-            Ok(())
-        };
-        let do_thaw = || -> Result<()> {
-            let c = lxc_bindings::Container::new(&name, &lxcpath)?;
-            if c.state().as_str() == "FROZEN" {
-                c.unfreeze()?;
-            }
-            Ok(())
-        };
-        let hooks: Option<snapshot::FreezeHooks> = freeze.then_some((&do_freeze, &do_thaw));
-        match snapshot::take(&t.dir(), args.comment.as_deref(), Utc::now(), hooks) {
-            Ok(info) => s.say(&format!("{}: snapshot {}", t.name, info.name)),
+    for (t, r) in targets.iter().zip(results) {
+        match r {
+            Ok(name) => s.say(&format!("{}: snapshot {name}", t.name)),
             Err(e) => {
                 failed += 1;
-                eprintln!("ctmgr: error: failed to snapshot {}: {e:#}", t.name);
+                eprintln!("ctmgr: error: failed to snapshot {}: {e}", t.name);
             }
         }
     }

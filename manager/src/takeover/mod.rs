@@ -35,6 +35,9 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Containers started at once within one start-order group.
 pub const START_CONCURRENCY: usize = 8;
 
+/// Containers stopped at once by a release (each mostly waits).
+pub const STOP_CONCURRENCY: usize = 64;
+
 /// What the mountpoint holds now.
 pub fn observe_mount(store: &Store) -> Result<MountFact> {
     let mounts = mountinfo::read().context("failed to read /proc/self/mountinfo")?;
@@ -331,55 +334,44 @@ pub fn container_groups(lxcpath: &Path) -> Vec<(i64, Vec<String>)> {
     groups.into_iter().collect()
 }
 
-/// Starts the set: groups in order, each group in parallel (bounded); one
+/// Starts the set: groups in start order, each group through a bounded
+/// worker pool (a free worker takes the next container at once); one
 /// failure never stops the others. Each start runs in its own child process.
 pub fn start_set(lxcpath: &Path, on_started: &(dyn Fn(&Started) + Sync)) -> Vec<Started> {
     let mut results = Vec::new();
     for (order, names) in container_groups(lxcpath) {
-        for chunk in names.chunks(START_CONCURRENCY) {
-            let batch: Vec<Started> = std::thread::scope(|s| {
-                let handles: Vec<_> = chunk
-                    .iter()
-                    .map(|name| {
-                        s.spawn(move || {
-                            let t0 = Instant::now();
-                            let running = is_running(lxcpath, name);
-                            let (outcome, error) = if running {
-                                ("already", None)
-                            } else {
-                                match container::start(lxcpath, name, Duration::from_secs(60)) {
-                                    Ok(()) => ("started", None),
-                                    Err(e) => ("failed", Some(format!("{e:#}"))),
-                                }
-                            };
-                            let r = Started {
-                                name: name.clone(),
-                                order,
-                                outcome: outcome.to_string(),
-                                error,
-                                ms: t0.elapsed().as_millis() as u64,
-                            };
-                            on_started(&r);
-                            r
-                        })
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .zip(chunk)
-                    .map(|(h, name)| {
-                        h.join().unwrap_or_else(|_| Started {
-                            name: name.clone(),
-                            order,
-                            outcome: "failed".into(),
-                            error: Some("start thread panicked".into()),
-                            ms: 0,
-                        })
-                    })
-                    .collect()
-            });
-            results.extend(batch);
-        }
+        let batch = crate::pool::run(
+            &names,
+            START_CONCURRENCY,
+            |name| {
+                let t0 = Instant::now();
+                let (outcome, error) = if is_running(lxcpath, name) {
+                    ("already", None)
+                } else {
+                    match container::start(lxcpath, name, Duration::from_secs(60)) {
+                        Ok(()) => ("started", None),
+                        Err(e) => ("failed", Some(format!("{e:#}"))),
+                    }
+                };
+                let r = Started {
+                    name: name.clone(),
+                    order,
+                    outcome: outcome.to_string(),
+                    error,
+                    ms: t0.elapsed().as_millis() as u64,
+                };
+                on_started(&r);
+                r
+            },
+            |name| Started {
+                name: name.clone(),
+                order,
+                outcome: "failed".into(),
+                error: Some("start thread panicked".into()),
+                ms: 0,
+            },
+        );
+        results.extend(batch);
     }
     results
 }
@@ -390,40 +382,40 @@ pub fn is_running(lxcpath: &Path, name: &str) -> bool {
     lxc_bindings::Container::new(name, lxcpath).is_ok_and(|c| c.is_running())
 }
 
-/// Stops every running container of the set in parallel (bounded).
+/// Stops every running container of the set, all at once up to
+/// `STOP_CONCURRENCY`: each stop mostly waits for its container's clean
+/// shutdown, so they share one `timeout` instead of queueing behind it.
 pub fn stop_set(lxcpath: &Path, timeout: Duration) -> Vec<Started> {
     let names = container::own_names(lxcpath);
-    let mut results = Vec::new();
-    for chunk in names.chunks(START_CONCURRENCY) {
-        let batch: Vec<Started> = std::thread::scope(|s| {
-            let handles: Vec<_> = chunk
-                .iter()
-                .map(|name| {
-                    s.spawn(move || {
-                        let t0 = Instant::now();
-                        let (outcome, error) = if !is_running(lxcpath, name) {
-                            ("already", None)
-                        } else {
-                            match container::stop(lxcpath, name, timeout) {
-                                Ok(()) => ("stopped", None),
-                                Err(e) => ("failed", Some(format!("{e:#}"))),
-                            }
-                        };
-                        Started {
-                            name: name.clone(),
-                            order: 0,
-                            outcome: outcome.into(),
-                            error,
-                            ms: t0.elapsed().as_millis() as u64,
-                        }
-                    })
-                })
-                .collect();
-            handles.into_iter().filter_map(|h| h.join().ok()).collect()
-        });
-        results.extend(batch);
-    }
-    results
+    crate::pool::run(
+        &names,
+        STOP_CONCURRENCY,
+        |name| {
+            let t0 = Instant::now();
+            let (outcome, error) = if !is_running(lxcpath, name) {
+                ("already", None)
+            } else {
+                match container::stop(lxcpath, name, timeout) {
+                    Ok(()) => ("stopped", None),
+                    Err(e) => ("failed", Some(format!("{e:#}"))),
+                }
+            };
+            Started {
+                name: name.clone(),
+                order: 0,
+                outcome: outcome.into(),
+                error,
+                ms: t0.elapsed().as_millis() as u64,
+            }
+        },
+        |name| Started {
+            name: name.clone(),
+            order: 0,
+            outcome: "failed".into(),
+            error: Some("stop thread panicked".into()),
+            ms: 0,
+        },
+    )
 }
 
 /// Processes using files under `dir`: "PID (COMM)" for every process whose
