@@ -242,8 +242,19 @@ pub fn take(
 
 /// Facts about one snapshot directory (damage reported, never fatal).
 pub fn describe(container: &str, name: &str, dir: &Path) -> SnapshotInfo {
+    describe_with(container, name, dir, true)
+}
+
+/// Like `describe`; `full = false` skips what retention does not need (the
+/// Btrfs UUIDs, the read-only flag, the comment), which dominates the cost
+/// of listing thousands of snapshots.
+fn describe_with(container: &str, name: &str, dir: &Path, full: bool) -> SnapshotInfo {
     let mut damaged = Vec::new();
-    let ts = fs::read_to_string(dir.join("ts")).ok();
+    let ts = if full || time_from_name(name).is_none() {
+        fs::read_to_string(dir.join("ts")).ok()
+    } else {
+        dir.join("ts").exists().then(String::new)
+    };
     if ts.is_none() {
         damaged.push("missing ts".to_string());
     }
@@ -265,7 +276,7 @@ pub fn describe(container: &str, name: &str, dir: &Path) -> SnapshotInfo {
             .and_then(|n| Local.from_local_datetime(&n).earliest())
             .map(|t| t.with_timezone(&Utc))
     });
-    let (uuid, parent_uuid) = if is_sub {
+    let (uuid, parent_uuid) = if is_sub && full {
         btrfs::uuids(&rootfs)
             .map(|(u, p)| (Some(u), p))
             .unwrap_or((None, None))
@@ -276,10 +287,16 @@ pub fn describe(container: &str, name: &str, dir: &Path) -> SnapshotInfo {
         container: container.to_string(),
         name: name.to_string(),
         time,
-        comment: fs::read_to_string(dir.join("comment"))
-            .map(|c| c.trim().to_string())
-            .unwrap_or_default(),
-        read_only: is_sub.then(|| btrfs::is_read_only(&rootfs).ok()).flatten(),
+        comment: if full {
+            fs::read_to_string(dir.join("comment"))
+                .map(|c| c.trim().to_string())
+                .unwrap_or_default()
+        } else {
+            String::new()
+        },
+        read_only: (is_sub && full)
+            .then(|| btrfs::is_read_only(&rootfs).ok())
+            .flatten(),
         uuid,
         parent_uuid,
         damaged: (!damaged.is_empty()).then(|| damaged.join(", ")),
@@ -290,6 +307,16 @@ pub fn describe(container: &str, name: &str, dir: &Path) -> SnapshotInfo {
 /// Every snapshot of a container, newest first (ties by name, descending);
 /// damaged ones included and marked.
 pub fn list(container_dir: &Path) -> Vec<SnapshotInfo> {
+    list_with(container_dir, true)
+}
+
+/// `list` without UUIDs, read-only flags and comments: what retention and
+/// age checks need, at a fraction of the cost.
+pub fn list_brief(container_dir: &Path) -> Vec<SnapshotInfo> {
+    list_with(container_dir, false)
+}
+
+fn list_with(container_dir: &Path, full: bool) -> Vec<SnapshotInfo> {
     let container = container_dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -301,7 +328,7 @@ pub fn list(container_dir: &Path) -> Vec<SnapshotInfo> {
             .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
             .map(|e| {
                 let name = e.file_name().to_string_lossy().into_owned();
-                describe(&container, &name, &e.path())
+                describe_with(&container, &name, &e.path(), full)
             })
             .collect(),
         Err(_) => Vec::new(),

@@ -213,7 +213,7 @@ fn store_and_container_findings(s: &Session, out: &mut Vec<Finding>) {
             }
             match container::effective_policy(policy_defaults, &dir) {
                 Ok(p) => {
-                    let newest = snapshot::list(&dir)
+                    let newest = snapshot::list_brief(&dir)
                         .into_iter()
                         .filter(|i| i.damaged.is_none())
                         .find_map(|i| i.time);

@@ -228,7 +228,7 @@ pub fn prune(s: &Session, args: &PruneArgs) -> Result<ExitStatus> {
         if !args.dry_run {
             snapshot::cleanup(&t.dir())?;
         }
-        let listed = snapshot::list(&t.dir());
+        let listed = snapshot::list_brief(&t.dir());
         // Damaged snapshots are reported and never deleted by retention.
         for d in listed
             .iter()
