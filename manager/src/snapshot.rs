@@ -142,7 +142,7 @@ pub fn cleanup(container_dir: &Path) -> Result<usize> {
 }
 
 /// Flushes the whole filesystem holding `dir` (one Btrfs commit).
-fn syncfs(dir: &Path) -> Result<()> {
+pub fn sync_fs(dir: &Path) -> Result<()> {
     use std::os::fd::AsRawFd;
     let f = fs::File::open(dir).with_context(|| format!("failed to open {}", dir.display()))?;
     nix::unistd::syncfs(f.as_raw_fd())
@@ -163,15 +163,47 @@ fn remove_snapshot_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Takes one snapshot of the container in `container_dir`. When `freeze` is
-/// given, it is called before and `thaw` after the Btrfs snapshots (thaw runs
-/// even when the snapshot failed).
+/// Takes one snapshot of the container in `container_dir`, durable and
+/// visible when this returns. When `freeze` is given, it is called before
+/// and `thaw` after the Btrfs snapshots (thaw runs even when the snapshot
+/// failed). For many containers at once, use `prepare`, one `sync_fs`, and
+/// `publish`, which share the flushes.
 pub fn take(
     container_dir: &Path,
     comment: Option<&str>,
     now: DateTime<Utc>,
     freeze: Option<FreezeHooks<'_>>,
 ) -> Result<SnapshotInfo> {
+    let p = prepare(container_dir, comment, now, freeze)?;
+    if let Err(e) = sync_fs(container_dir) {
+        discard(&p);
+        return Err(e);
+    }
+    let info = publish(&p)?;
+    sync_fs(container_dir)?;
+    Ok(info)
+}
+
+/// A snapshot assembled in its hidden `.ctmgr-partial-` directory, not yet
+/// visible to any listing.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub container: String,
+    pub name: String,
+    partial: PathBuf,
+    final_dir: PathBuf,
+}
+
+/// Assembles a snapshot (Btrfs snapshots, config, fstab, ts, comment) in
+/// `<name>/.ctmgr-partial-<snap>`, with plain writes: the caller flushes
+/// with `sync_fs` before `publish`, so one flush serves many snapshots
+/// (per-file fsyncs cost a Btrfs log commit each).
+pub fn prepare(
+    container_dir: &Path,
+    comment: Option<&str>,
+    now: DateTime<Utc>,
+    freeze: Option<FreezeHooks<'_>>,
+) -> Result<Prepared> {
     let container = container_dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -205,9 +237,6 @@ pub fn take(
         snap_result?;
         let config = read_config_text(&container_dir.join("config"))
             .with_context(|| format!("failed to read {}/config", container_dir.display()))?;
-        // Plain writes here; one syncfs below makes the whole snapshot
-        // directory durable at once (per-file fsyncs cost a Btrfs log
-        // commit each). Until the rename nothing is visible to listings.
         let write = |name: &str, bytes: &[u8]| {
             fs::write(partial.join(name), bytes)
                 .with_context(|| format!("failed to write {}", partial.join(name).display()))
@@ -226,18 +255,37 @@ pub fn take(
         if let Some(c) = comment {
             write("comment", format!("{c}\n").as_bytes())?;
         }
-        // Durable before visible: the files, then the rename.
-        syncfs(container_dir)?;
-        fs::rename(&partial, &final_dir)
-            .with_context(|| format!("failed to move the snapshot into {}", final_dir.display()))?;
-        fs::File::open(&snaps)?.sync_all()?;
         Ok(())
     })();
+    let p = Prepared {
+        container,
+        name,
+        partial,
+        final_dir,
+    };
     if let Err(e) = result {
-        let _ = remove_snapshot_dir(&partial);
+        discard(&p);
         return Err(e);
     }
-    Ok(describe(&container, &name, &final_dir))
+    Ok(p)
+}
+
+/// Makes a prepared snapshot visible (one rename). Call after `sync_fs`:
+/// durable before visible. A crash before the next flush at worst loses the
+/// rename, and the next run removes the hidden directory.
+pub fn publish(p: &Prepared) -> Result<SnapshotInfo> {
+    if let Err(e) = fs::rename(&p.partial, &p.final_dir) {
+        discard(p);
+        return Err(e).with_context(|| {
+            format!("failed to move the snapshot into {}", p.final_dir.display())
+        });
+    }
+    Ok(describe(&p.container, &p.name, &p.final_dir))
+}
+
+/// Removes a prepared snapshot that will not be published.
+pub fn discard(p: &Prepared) {
+    let _ = remove_snapshot_dir(&p.partial);
 }
 
 /// Facts about one snapshot directory (damage reported, never fatal).

@@ -117,12 +117,39 @@ pub fn snapshot(s: &Session, args: &SnapshotArgs) -> Result<ExitStatus> {
                 Ok(())
             };
             let hooks: Option<snapshot::FreezeHooks> = freeze.then_some((&do_freeze, &do_thaw));
-            snapshot::take(&t.dir(), args.comment.as_deref(), Utc::now(), hooks)
-                .map(|info| info.name)
+            snapshot::prepare(&t.dir(), args.comment.as_deref(), Utc::now(), hooks)
                 .map_err(|e| format!("{e:#}"))
         },
         |_| Err("snapshot thread panicked".to_string()),
     );
+    // One flush per store makes every prepared snapshot durable, then they
+    // become visible, then one more flush keeps the renames.
+    let stores: BTreeSet<&std::path::Path> = targets
+        .iter()
+        .map(|t| t.store.mountpoint.as_path())
+        .collect();
+    let flush = |what: &str| -> Result<()> {
+        for mp in &stores {
+            snapshot::sync_fs(mp)
+                .with_context(|| format!("failed to flush {} {what}", mp.display()))?;
+        }
+        Ok(())
+    };
+    if let Err(e) = flush("before publishing snapshots") {
+        results.iter().flatten().for_each(snapshot::discard);
+        return Err(e);
+    }
+    let results: Vec<Result<String, String>> = results
+        .into_iter()
+        .map(|r| {
+            r.and_then(|p| {
+                snapshot::publish(&p)
+                    .map(|i| i.name)
+                    .map_err(|e| format!("{e:#}"))
+            })
+        })
+        .collect();
+    flush("after publishing snapshots")?;
     let mut failed = 0;
     for (t, r) in targets.iter().zip(results) {
         match r {
