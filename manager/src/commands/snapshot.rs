@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::{print_json, print_table, Session};
 
 /// Containers snapshotted at once by `snapshot --all`.
-const SNAPSHOT_CONCURRENCY: usize = 8;
+const SNAPSHOT_CONCURRENCY: usize = 16;
 
 #[derive(clap::Args, Debug)]
 pub struct SnapshotArgs {
