@@ -829,11 +829,9 @@ fn a_hanging_peer_is_stopped_at_the_deadline() {
 #[test]
 fn an_unreachable_peer_fails_with_what_ssh_said() {
     let lab = lab();
-    let cmd = Cmd::new("sh")
-        .args([
-            "-c",
-            "echo 'ssh: connect to host 10.0.254.2 port 22: No route to host' >&2; exit 255",
-        ])
+    // Real ssh failing before it connects anywhere: exit 255, its reason on stderr.
+    let cmd = Cmd::new("ssh")
+        .args(["-o", "NoSuchOption=yes", "root@10.0.254.2", "--", "true"])
         .timeout(Duration::from_secs(10));
     let opts = Options {
         names: &[],
@@ -854,7 +852,7 @@ fn an_unreachable_peer_fails_with_what_ssh_said() {
     let msg = err.to_string();
     assert!(matches!(err, SyncError::Peer { .. }), "{msg}");
     assert!(
-        msg.contains("No route to host") && msg.contains("code 255"),
+        msg.contains("Bad configuration option") && msg.contains("code 255"),
         "{msg}"
     );
     assert!(msg.contains("node2"), "{msg}");
