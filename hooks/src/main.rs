@@ -35,6 +35,8 @@ fn to_syslog(msg: &str) {
         Ok(s) => s,
         Err(_) => return,
     };
+    // Never wait on a busy syslog daemon: the start is waiting on us.
+    let _ = sock.set_nonblocking(true);
     let line = format!("<27>ctmgr-guard[{}]: {msg}", std::process::id());
     let _ = sock.send_to(line.as_bytes(), "/dev/log");
 }
