@@ -1182,7 +1182,7 @@ fn build_stores(
         ctx.check(
             s.mountpoint.span(),
             &key("mountpoint"),
-            check_abs_path(s.mountpoint.get_ref()),
+            check_hook_path(s.mountpoint.get_ref()),
         )?;
         if s.mountpoint.get_ref() == Path::new("/") {
             return Err(ctx.err(
@@ -1202,7 +1202,7 @@ fn build_stores(
         ctx.check(
             s.device.span(),
             &key("device"),
-            check_abs_path(s.device.get_ref()),
+            check_hook_path(s.device.get_ref()),
         )?;
         unique(
             ctx,
@@ -1345,7 +1345,7 @@ fn build_stores(
             ctx.check(
                 dir.span(),
                 &key("replica_dir"),
-                check_abs_path(dir.get_ref()),
+                check_hook_path(dir.get_ref()),
             )?;
             if dir.get_ref() == &s.mountpoint.get_ref().join("containers") {
                 return Err(ctx.err(
@@ -1572,6 +1572,23 @@ fn check_abs_path(path: &Path) -> Result<(), String> {
     }
     if path.components().any(|c| c == Component::ParentDir) {
         return Err(format!("{:?} contains \"..\"", path.display().to_string()));
+    }
+    Ok(())
+}
+
+/// An absolute path that ends up on a container's `lxc.hook.pre-start`
+/// line, which LXC hands to a shell: plain path characters only.
+fn check_hook_path(path: &Path) -> Result<(), String> {
+    check_abs_path(path)?;
+    if let Some(c) = path
+        .to_string_lossy()
+        .chars()
+        .find(|c| c.is_whitespace() || "'\"\\$`;&|<>()*?[]{}!#~".contains(*c))
+    {
+        return Err(format!(
+            "{:?} contains {c:?}; use a path of letters, digits and / . _ - + , : @ = (it is written on the LXC hook line, which LXC runs through a shell)",
+            path.display().to_string()
+        ));
     }
     Ok(())
 }
@@ -2521,6 +2538,18 @@ drbd_resource = "r0"
         let text = BASE.replace("/dev/drbd0", "/dev/drbd70000");
         assert_invalid(&text, 17, "store[0].drbd_port", "set drbd_port");
         assert!(parse(&format!("{text}drbd_port = 7000\n")).is_ok());
+    }
+
+    #[test]
+    fn store_paths_must_not_need_shell_quoting() {
+        let text = RUNBOOK.replace(
+            "mountpoint = \"/srv/store1\"",
+            "mountpoint = \"/srv/store 1\"",
+        );
+        let err = Config::parse(&text, Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("mountpoint") && err.contains("' '"), "{err}");
     }
 
     #[test]
