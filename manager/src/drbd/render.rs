@@ -157,7 +157,7 @@ fn validate_with_timeout(
 ) -> Result<(), RenderError> {
     use crate::runner::{Cmd, RunError, Runner, SystemRunner};
     let cmd = Cmd::new(&drbdadm.display().to_string())
-        .args(["-c", &path.display().to_string(), "dump", "all"])
+        .args(["--config-file", &path.display().to_string(), "dump", "all"])
         .timeout(timeout);
     let argv = cmd.display();
     // The one runner drains both pipes and kills the child at its deadline.

@@ -129,7 +129,7 @@ pub fn gather_evidence(
             runner
                 .run(
                     &Cmd::new("ping")
-                        .args(["-c", "1", "-W", "2", &gw.to_string()])
+                        .args(["-c1", "-W2", &gw.to_string()])
                         .timeout(Duration::from_secs(5)),
                 )
                 .map(|o| o.success())
