@@ -349,6 +349,6 @@ mod tests {
         assert!(matches!(err, RenderError::Spawn { .. }), "{err:?}");
         assert!(err
             .to_string()
-            .starts_with("could not run `/nonexistent/drbdadm -c"));
+            .starts_with("could not run `/nonexistent/drbdadm --config-file"));
     }
 }
