@@ -59,6 +59,16 @@ pub enum Command {
     /// Roll a stopped container back to a snapshot (after a safety snapshot)
     Restore(commands::snapshot::RestoreArgs),
     /// Make this node the holder: preflight, promote, mount, start the set
+    ///
+    /// Refuses with exit 3, changing nothing, when: the peer is Primary and
+    /// connected (use `migrate`, or `release` on the peer; --force does not
+    /// override this); the local DRBD disk is not UpToDate; the mountpoint
+    /// holds something else; or DRBD cannot see the peer and there is no
+    /// evidence it is down (peer silent on the peer link AND the LAN while
+    /// this node reaches its gateway). --force overrides the disk and the
+    /// evidence refusals and risks a split brain: check the peer by hand
+    /// first. Exit 1: taken over
+    /// but a container failed (named in the report). Safe to re-run.
     Takeover(commands::takeover::TakeoverArgs),
     /// Stop the set, unmount, demote
     Release(commands::takeover::ReleaseArgs),

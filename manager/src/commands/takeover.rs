@@ -15,6 +15,7 @@ use super::{print_json, Session};
 
 #[derive(clap::Args, Debug)]
 pub struct TakeoverArgs {
+    /// Store name from cluster.toml (e.g. store1)
     pub store: String,
     /// Print the plan and the preflight verdict; change nothing
     #[arg(long)]
@@ -32,6 +33,7 @@ pub struct TakeoverArgs {
 
 #[derive(clap::Args, Debug)]
 pub struct ReleaseArgs {
+    /// Store name from cluster.toml
     pub store: String,
     /// Seconds each container gets for a clean shutdown before it is killed
     #[arg(long, default_value_t = 30)]
@@ -42,6 +44,7 @@ pub struct ReleaseArgs {
 
 #[derive(clap::Args, Debug)]
 pub struct MigrateArgs {
+    /// Store to move to this node
     pub store: String,
     /// Seconds each container gets for a clean shutdown on the old holder
     #[arg(long, default_value_t = 30)]
