@@ -411,14 +411,29 @@ impl SnapshotPolicy {
 
     /// Counts are -1 or more, `keep_within` parses, and something is kept.
     pub fn check(&self) -> Result<(), PolicyError> {
-        for (rule, value) in self.counts() {
-            check_count(rule, value)?;
-        }
-        let within = self.within()?;
-        if self.counts().iter().all(|(_, v)| *v == 0) && within.unwrap_or_default().is_zero() {
-            return Err(PolicyError::KeepsNothing);
-        }
-        Ok(())
+        use crate::retention::PolicyError as R;
+        self.to_retention()
+            .and_then(|p| p.validate().map(|()| p))
+            .map(|_| ())
+            .map_err(|e| match e {
+                R::NegativeCount { key, value } => PolicyError::BadCount { rule: key, value },
+                R::KeepsNothing => PolicyError::KeepsNothing,
+                other => PolicyError::Within(other),
+            })
+    }
+
+    /// The policy as the retention planner takes it (`keep_within` parsed;
+    /// counts not yet validated: see `retention::Policy::validate`).
+    pub fn to_retention(&self) -> Result<crate::retention::Policy, crate::retention::PolicyError> {
+        Ok(crate::retention::Policy {
+            keep_last: self.keep_last,
+            keep_hourly: self.keep_hourly,
+            keep_daily: self.keep_daily,
+            keep_weekly: self.keep_weekly,
+            keep_monthly: self.keep_monthly,
+            keep_yearly: self.keep_yearly,
+            keep_within: self.within()?,
+        })
     }
 }
 

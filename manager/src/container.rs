@@ -74,16 +74,23 @@ pub fn rootfs_of(config_text: &str) -> Option<PathBuf> {
     Some(PathBuf::from(path))
 }
 
-/// The store mountpoint named by a config's ctmgr guard hook, if it has one.
-pub fn guard_mountpoint(config_text: &str) -> Option<PathBuf> {
+/// The arguments of a config's ctmgr guard hook (without LXC's suffix),
+/// if it has one.
+pub fn guard_hook_args(config_text: &str) -> Option<Vec<String>> {
     let hook = config_values(config_text, "lxc.hook.pre-start")
         .into_iter()
         .find(|h| h.contains("ctmgr-guard"))?;
-    let args: Vec<String> = hook
-        .split_whitespace()
-        .skip(1)
-        .map(str::to_string)
-        .collect();
+    Some(
+        hook.split_whitespace()
+            .skip(1)
+            .map(str::to_string)
+            .collect(),
+    )
+}
+
+/// The store mountpoint named by a config's ctmgr guard hook, if it has one.
+pub fn guard_mountpoint(config_text: &str) -> Option<PathBuf> {
+    let args = guard_hook_args(config_text)?;
     crate::guard::parse_args(&args).ok().map(|a| a.mountpoint)
 }
 
@@ -558,15 +565,8 @@ pub fn start_here(lxcpath: &Path, name: &str, secs: i32) -> Result<()> {
 fn guard_refusal(lxcpath: &Path, name: &str) -> Option<String> {
     let config_path = lxcpath.join(name).join("config");
     let text = read_config_text(&config_path).ok()?;
-    let hook = config_values(&text, "lxc.hook.pre-start")
-        .into_iter()
-        .find(|h| h.contains("ctmgr-guard"))?;
-    let args: Vec<String> = hook
-        .split_whitespace()
-        .skip(1)
-        .map(str::to_string)
-        .chain([name.to_string()])
-        .collect();
+    let mut args = guard_hook_args(&text)?;
+    args.push(name.to_string());
     crate::guard::parse_args(&args)
         .and_then(|a| {
             crate::guard::check(

@@ -211,21 +211,9 @@ pub fn snapshots(s: &Session, args: &SnapshotsArgs) -> Result<ExitStatus> {
 /// its template profile and its own `ctmgr.toml`.
 pub fn policy_for(s: &Session, t: &Located<'_>) -> Result<retention::Policy> {
     let p = ctmgr::container::effective_policy(&s.config.snapshots, &t.dir())?;
-    let within = p
-        .keep_within
-        .as_deref()
-        .map(retention::parse_within)
-        .transpose()
+    let policy = p
+        .to_retention()
         .map_err(|e| usage(format!("keep_within of {}: {e}", t.name)))?;
-    let policy = retention::Policy {
-        keep_last: p.keep_last,
-        keep_hourly: p.keep_hourly,
-        keep_daily: p.keep_daily,
-        keep_weekly: p.keep_weekly,
-        keep_monthly: p.keep_monthly,
-        keep_yearly: p.keep_yearly,
-        keep_within: within,
-    };
     policy
         .validate()
         .map_err(|e| usage(format!("snapshot policy of {}: {e}", t.name)))?;
