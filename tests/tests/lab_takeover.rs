@@ -10,7 +10,6 @@
 //! (`cargo build --workspace --bins`).
 #![forbid(unsafe_code)]
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use ctmgr_tests::lab::{Bins, Lab, LabSpec, Node};
@@ -54,15 +53,7 @@ fn crashed(lab: &Lab) -> Vec<usize> {
     lab.state().expect("lab state").crashed
 }
 
-/// `drbdadm role RES` inside the node (DRBD 9 prints `Primary`, 8.4 `Primary/Secondary`);
-/// `None` when the node cannot say (crashed, resource down).
-fn role(node: &Node, res: &str) -> Option<String> {
-    let out = node.cmd_timeout(&["drbdadm", "role", res], Q);
-    out.success().then(|| {
-        let r = out.stdout.trim();
-        r.split('/').next().unwrap_or(r).to_string()
-    })
-}
+use ctmgr_tests::invariants::{mounted, role};
 
 #[track_caller]
 fn assert_role(lab: &Lab, n: usize, res: &str, want: &str) {
@@ -73,14 +64,6 @@ fn assert_role(lab: &Lab, n: usize, res: &str, want: &str) {
         "node{n} role of {res}\n{}",
         lab.status()
     );
-}
-
-/// Is `mountpoint` a mount point inside the node (from its /proc/self/mountinfo)?
-fn mounted(node: &Node, mountpoint: &str) -> bool {
-    node.store_mounts()
-        .expect("reading the node's mounts")
-        .iter()
-        .any(|m| m == &PathBuf::from(mountpoint))
 }
 
 /// Names of the containers running inside the node from `lxcpath`, sorted.
@@ -97,72 +80,12 @@ fn running(lab: &Lab, n: usize, store: &str) -> Vec<String> {
     running_in(lab.node(n), &lxcpath(store))
 }
 
-/// Who holds each resource according to the DRBD stand-in's shared state (the truth across
-/// both nodes, also for a crashed node): for each of `r0`, `r1` the nodes up and Primary.
-fn sim_primaries(lab: &Lab) -> Vec<(&'static str, Vec<String>)> {
-    let st = lab.state().expect("lab state");
-    let out = lab.sim(&st, &["show"]).expect("ctmgr-drbd-sim show");
-    let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("sim show is JSON");
-    STORES
-        .iter()
-        .map(|(_, res, ..)| {
-            let mut p: Vec<String> = v["resources"][*res]["nodes"]
-                .as_object()
-                .map(|nodes| {
-                    nodes
-                        .iter()
-                        .filter(|(_, n)| n["up"] == true && n["role"] == "Primary")
-                        .map(|(name, _)| name.clone())
-                        .collect()
-                })
-                .unwrap_or_default();
-            p.sort();
-            (*res, p)
-        })
-        .collect()
-}
-
-/// The two safety invariants after any sequence of failures and commands: never both nodes
-/// Primary for a resource (by the stand-in's state and by `drbdadm role` on every live
-/// node), never a store mounted on both nodes or mounted where it is not Primary, never one
-/// container running on both nodes (names are unique across the lab's stores in these
-/// tests, so a container is keyed by name whatever lxcpath it runs from).
+/// The shared invariants ([`ctmgr_tests::invariants::assert_never_double`]: one Primary,
+/// one mount, one instance of each rootfs) plus, by name, never one container running on
+/// both nodes (names are unique across the lab's stores in these tests).
 #[track_caller]
 fn assert_never_double(lab: &Lab) {
-    let down = crashed(lab);
-    let live: Vec<usize> = (1..=2).filter(|n| !down.contains(n)).collect();
-    for (res, sim) in sim_primaries(lab) {
-        assert!(
-            sim.len() <= 1,
-            "{res} is Primary on {sim:?}\n{}",
-            lab.status()
-        );
-    }
-    for (store, res, mp, _) in STORES {
-        let adm: Vec<usize> = live
-            .iter()
-            .copied()
-            .filter(|&n| role(lab.node(n), res).as_deref() == Some("Primary"))
-            .collect();
-        assert!(
-            adm.len() <= 1,
-            "drbdadm role {res} says Primary on nodes {adm:?}\n{}",
-            lab.status()
-        );
-        let mounts: Vec<usize> = (1..=2).filter(|&n| mounted(lab.node(n), mp)).collect();
-        assert!(
-            mounts.len() <= 1,
-            "{store} mounted on nodes {mounts:?}\n{}",
-            lab.status()
-        );
-        for &n in &mounts {
-            assert!(
-                adm.contains(&n),
-                "{store} is mounted on node{n}, which is not Primary for {res}\n{}",
-                lab.status()
-            );
-        }
-    }
+    ctmgr_tests::invariants::assert_never_double(lab);
     let on = |n: usize| -> Vec<String> {
         let mut v: Vec<String> = STORES
             .iter()
@@ -436,7 +359,7 @@ fn refused_with_disk(disk: &str) -> Lab {
     assert!(out.stderr.contains(disk), "{out}");
     assert_not_here(&lab, 2, "store1");
     assert_not_here(&lab, 1, "store1");
-    assert_eq!(sim_primaries(&lab)[0], ("r0", Vec::new()));
+    assert!(ctmgr_tests::invariants::sim_primaries(&lab, "r0").is_empty());
     assert_holds(&lab, 2, "store2");
     assert_never_double(&lab);
     let j = last_journal(&lab, 2);
