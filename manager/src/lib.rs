@@ -9,6 +9,7 @@ pub mod container;
 pub mod doctor;
 pub mod drbd;
 pub mod exit;
+pub mod fence;
 pub mod fsutil;
 pub mod guard;
 pub mod journal;
