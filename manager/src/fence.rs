@@ -221,20 +221,29 @@ impl FenceOutcome {
 
 /// The handler's decision over what it found (pure). `asked`: the peer's report over
 /// ssh, or why it could not be had; None when nothing answered (not asked).
-pub fn decide(live: &Liveness, asked: Option<&Result<PeerReport, String>>) -> (FenceOutcome, String) {
+pub fn decide(
+    live: &Liveness,
+    asked: Option<&Result<PeerReport, String>>,
+) -> (FenceOutcome, String) {
     if live.alive() {
         return match asked {
             Some(Ok(r)) => match judge(r, true) {
                 PeerVerdict::Safe => (
                     FenceOutcome::Outdated,
-                    format!("{} confirmed Secondary, nothing mounted or running, and outdated its disk", r.node),
+                    format!(
+                        "{} confirmed Secondary, nothing mounted or running, and outdated its disk",
+                        r.node
+                    ),
                 ),
                 PeerVerdict::Holds(why) => (FenceOutcome::PeerActive, why),
                 PeerVerdict::Unsure(why) => (FenceOutcome::Refused, why),
             },
             Some(Err(e)) => (
                 FenceOutcome::Refused,
-                format!("the peer is alive ({}) but could not be asked over ssh: {e}", live.describe()),
+                format!(
+                    "the peer is alive ({}) but could not be asked over ssh: {e}",
+                    live.describe()
+                ),
             ),
             None => (
                 FenceOutcome::Refused,
@@ -498,12 +507,7 @@ pub struct FenceReport {
 }
 
 /// The `fence-peer` handler: probe, ask the peer to outdate itself, decide.
-pub fn fence_peer(
-    config: &Config,
-    node: &str,
-    store: &Store,
-    runner: &dyn Runner,
-) -> FenceReport {
+pub fn fence_peer(config: &Config, node: &str, store: &Store, runner: &dyn Runner) -> FenceReport {
     let resource = store.drbd_resource.clone().unwrap_or_default();
     let Some(peer) = config.peer_of(node) else {
         return FenceReport {
@@ -552,6 +556,20 @@ pub fn missing_addresses(node: &Node, local: &HashSet<Ipv4Addr>) -> Vec<Ipv4Addr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn node(name: &str) -> Node {
+        Node {
+            name: name.into(),
+            address: Ipv4Addr::new(10, 0, 254, 1),
+            ssh: "root@10.0.254.1".into(),
+            lan_address: None,
+            uplink: "eth0".into(),
+            lan_prefix: 24,
+            peer_interface: "eth1".into(),
+            peer_prefix: 30,
+            gateway: None,
+        }
+    }
 
     fn path(name: &'static str, tcp: TcpAnswer, icmp: bool) -> PathProbe {
         PathProbe {
@@ -603,7 +621,10 @@ mod tests {
     #[test]
     fn outdated_secondary_is_fenced() {
         let live = two(TcpAnswer::Accepted, true, Some(true));
-        assert_eq!(decide(&live, Some(&Ok(secondary()))).0, FenceOutcome::Outdated);
+        assert_eq!(
+            decide(&live, Some(&Ok(secondary()))).0,
+            FenceOutcome::Outdated
+        );
     }
 
     #[test]
@@ -624,7 +645,11 @@ mod tests {
                 ..secondary()
             },
         ] {
-            assert_eq!(decide(&live, Some(&Ok(r.clone()))).0, FenceOutcome::PeerActive, "{r:?}");
+            assert_eq!(
+                decide(&live, Some(&Ok(r.clone()))).0,
+                FenceOutcome::PeerActive,
+                "{r:?}"
+            );
         }
     }
 
@@ -651,7 +676,11 @@ mod tests {
                 ..secondary()
             },
         ] {
-            assert_eq!(decide(&live, Some(&Ok(r.clone()))).0, FenceOutcome::Refused, "{r:?}");
+            assert_eq!(
+                decide(&live, Some(&Ok(r.clone()))).0,
+                FenceOutcome::Refused,
+                "{r:?}"
+            );
         }
         // Busy wins over Primary: a locked peer says nothing for sure... but Primary is
         // still judged Holds when not busy.
@@ -705,7 +734,10 @@ mod tests {
 
     #[test]
     fn ssh_port_from_ssh_g() {
-        assert_eq!(parse_ssh_port("user root\nport 2222\nhostname x\n"), Some(2222));
+        assert_eq!(
+            parse_ssh_port("user root\nport 2222\nhostname x\n"),
+            Some(2222)
+        );
         assert_eq!(parse_ssh_port("user root\n"), None);
     }
 
@@ -726,10 +758,13 @@ mod tests {
             address: Ipv4Addr::new(10, 0, 254, 1),
             ssh: "root@10.0.254.1".into(),
             lan_address: Some(Ipv4Addr::new(10, 1, 0, 5)),
-            ..crate::config::tests_support::node("node1")
+            ..node("node1")
         };
         let local: HashSet<Ipv4Addr> = [Ipv4Addr::new(10, 0, 254, 1)].into_iter().collect();
-        assert_eq!(missing_addresses(&node, &local), vec![Ipv4Addr::new(10, 1, 0, 5)]);
+        assert_eq!(
+            missing_addresses(&node, &local),
+            vec![Ipv4Addr::new(10, 1, 0, 5)]
+        );
         let both: HashSet<Ipv4Addr> = [Ipv4Addr::new(10, 0, 254, 1), Ipv4Addr::new(10, 1, 0, 5)]
             .into_iter()
             .collect();
@@ -738,10 +773,16 @@ mod tests {
 
     #[test]
     fn ssh_target_follows_the_address() {
-        let mut n = crate::config::tests_support::node("node1");
+        let mut n = node("node1");
         n.ssh = "admin@10.0.254.1".into();
-        assert_eq!(ssh_target_for(&n, Ipv4Addr::new(10, 0, 254, 1)), "admin@10.0.254.1");
-        assert_eq!(ssh_target_for(&n, Ipv4Addr::new(10, 1, 0, 5)), "admin@10.1.0.5");
+        assert_eq!(
+            ssh_target_for(&n, Ipv4Addr::new(10, 0, 254, 1)),
+            "admin@10.0.254.1"
+        );
+        assert_eq!(
+            ssh_target_for(&n, Ipv4Addr::new(10, 1, 0, 5)),
+            "admin@10.1.0.5"
+        );
         n.ssh = "10.0.254.1".into();
         assert_eq!(ssh_target_for(&n, Ipv4Addr::new(10, 1, 0, 5)), "10.1.0.5");
     }
