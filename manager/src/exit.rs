@@ -8,18 +8,26 @@ use std::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitStatus {
     /// 0: done (including "already so").
-    Done = 0,
+    Done,
     /// 1: failed, or partly done (e.g. taken over but a container failed).
-    Failed = 1,
+    Failed,
     /// 2: bad usage or configuration; nothing was changed.
-    Usage = 2,
+    Usage,
     /// 3: refused for safety; nothing was changed.
-    Refused = 3,
+    Refused,
+    /// A code another program defines: DRBD's fence-peer handler protocol.
+    Code(i32),
 }
 
 impl ExitStatus {
     pub fn code(self) -> i32 {
-        self as i32
+        match self {
+            ExitStatus::Done => 0,
+            ExitStatus::Failed => 1,
+            ExitStatus::Usage => 2,
+            ExitStatus::Refused => 3,
+            ExitStatus::Code(c) => c,
+        }
     }
 }
 

@@ -536,6 +536,59 @@ pub fn fence_peer(config: &Config, node: &str, store: &Store, runner: &dyn Runne
     }
 }
 
+/// Records the handler's decision in the journal (a failure to write it is
+/// logged: the answer to DRBD matters more).
+pub fn journal(node: &str, report: &FenceReport) {
+    let entry = crate::journal::Entry {
+        time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        node: node.to_string(),
+        action: "fence-peer".into(),
+        store: report.store.clone(),
+        outcome: match report.outcome {
+            FenceOutcome::Refused => "refused".into(),
+            _ => "ok".into(),
+        },
+        forced: false,
+        refused_by: (report.outcome == FenceOutcome::Refused).then(|| "fence-peer".into()),
+        error: None,
+        total_ms: 0,
+        steps: vec![crate::journal::Step {
+            step: "fence-peer".into(),
+            outcome: format!("exit {}", report.exit_code),
+            ms: 0,
+            detail: report.reason.clone(),
+        }],
+    };
+    if let Err(e) = crate::journal::append(&entry) {
+        tracing::warn!("cannot write the journal: {e}");
+    }
+}
+
+/// Safety rule 2 needs two independent paths to the peer: the warning when a
+/// replicated store's nodes lack a `lan_address` (None when all is well).
+pub fn single_path_warning(config: &Config) -> Option<String> {
+    if config.nodes.len() < 2 || !config.stores.iter().any(Store::is_replicated) {
+        return None;
+    }
+    let lacking: Vec<&str> = config
+        .nodes
+        .iter()
+        .filter(|n| n.lan_address.is_none())
+        .map(|n| n.name.as_str())
+        .collect();
+    if lacking.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "{}: node {} {} no lan_address, so there is only one path to the peer (the peer link): \
+         a cut cable looks the same as a dead peer, and takeover without a DRBD connection \
+         refuses (single-path) unless --force. Set lan_address for both nodes",
+        config.path.display(),
+        lacking.join(" and "),
+        if lacking.len() > 1 { "have" } else { "has" }
+    ))
+}
+
 /// Addresses configured on this machine's interfaces (`getifaddrs`).
 pub fn local_addresses() -> std::io::Result<HashSet<Ipv4Addr>> {
     let addrs = nix::ifaddrs::getifaddrs().map_err(std::io::Error::from)?;

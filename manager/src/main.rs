@@ -86,6 +86,13 @@ pub enum Command {
     Doctor,
     #[command(name = "__sync-receive", hide = true)]
     SyncReceive,
+    /// The peer's side of the fence-peer question (asked over ssh)
+    #[command(name = "__fence-answer", hide = true)]
+    FenceAnswer {
+        store: String,
+        #[arg(long)]
+        outdate: bool,
+    },
     #[command(name = "__lxc-start", hide = true)]
     LxcStart {
         lxcpath: PathBuf,
@@ -109,9 +116,12 @@ fn init_logging(verbose: u8, quiet: bool) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("CTMGR_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // No colour escapes in cron mail or the journal.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .without_time()
         .init();

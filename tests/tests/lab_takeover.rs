@@ -414,8 +414,12 @@ fn link_cut_refusal(lab: &Lab) -> Output {
     let out = lab.node(2).ctmgr(&["takeover", "store1"]);
     out.assert_code(3);
     // The LAN address answered, the cut peer link did not.
-    assert!(out.stdout.contains("10.1.0.5:22 answers"), "{out}");
-    assert!(out.stdout.contains("10.0.254.1:22 silent"), "{out}");
+    assert!(out.stdout.contains("lan 10.1.0.5: tcp/22 accepts"), "{out}");
+    assert!(
+        out.stdout
+            .contains("peer-link 10.0.254.1: tcp/22 silent, ping silent"),
+        "{out}"
+    );
     assert!(out.stderr.contains("split brain"), "{out}");
     assert_holds(lab, 1, "store1");
     assert_eq!(running(lab, 1, "store1"), ["web"]);

@@ -25,6 +25,14 @@ fn config_findings(s: &Session, out: &mut Vec<Finding>) {
         "config",
         format!("{} is valid", s.config.path.display()),
     ));
+    if let Some(w) = ctmgr::fence::single_path_warning(&s.config) {
+        out.push(Finding::new(
+            "config:paths",
+            Severity::Warning,
+            w,
+            "give every node a lan_address (its br0 address) in cluster.toml",
+        ));
+    }
     let Some(peer) = s.config.peer_of(&s.node) else {
         return;
     };

@@ -25,6 +25,17 @@ pub enum DrbdCommand {
         #[arg(long, default_value = "/etc/drbd.d")]
         out: PathBuf,
     },
+    /// DRBD's fence-peer handler (rendered into every .res; not for people)
+    ///
+    /// DRBD runs it before promoting while the peer is not connected, with
+    /// DRBD_RESOURCE set. Exit 4: the peer confirmed it is Secondary with
+    /// nothing mounted or running and outdated its disk; 5: the peer is
+    /// silent on every path while this node reaches its gateway; 6: the peer
+    /// is Primary or uses the store (DRBD then refuses); 1: not proven, DRBD
+    /// refuses. The reason goes to stderr, the log and the journal.
+    FencePeer,
+    /// DRBD's unfence-peer handler: logs that the peer is back in sync (exit 0)
+    UnfencePeer,
     /// Find mistakes in a drbd.conf or .res file (exit 1 when errors are found)
     Lint {
         file: PathBuf,
@@ -117,8 +128,29 @@ fn drbd_device(device: &Path, minor: u32) -> PathBuf {
     }
 }
 
+/// The handler command DRBD runs: this very binary, with `--config` when the
+/// configuration is not at the default path.
+fn handler_command(config: &Config) -> Result<String> {
+    let exe = std::env::current_exe().context("cannot tell where this ctmgr binary is")?;
+    let mut cmd = exe.display().to_string();
+    if config.path != Path::new(ctmgr::config::DEFAULT_PATH) {
+        let abs = std::path::absolute(&config.path)
+            .with_context(|| format!("cannot make {} absolute", config.path.display()))?;
+        cmd.push_str(&format!(" --config {}", abs.display()));
+    }
+    cmd.push_str(" drbd");
+    if !drbd::handler_is_safe(&cmd) {
+        return Err(usage(format!(
+            "the fence-peer handler would be `{cmd}`, but DRBD runs handlers through a shell: \
+             install ctmgr and cluster.toml at paths made of letters, digits and / . _ - only"
+        )));
+    }
+    Ok(cmd)
+}
+
 /// The render input for every replicated store.
 pub fn inputs(config: &Config, secret: Option<&str>) -> Result<Vec<drbd::ResInput>> {
+    let handler = handler_command(config)?;
     let mut out = Vec::new();
     for st in config.stores.iter().filter(|st| st.is_replicated()) {
         let res = st.drbd_resource.clone().unwrap_or_default();
@@ -150,6 +182,8 @@ pub fn inputs(config: &Config, secret: Option<&str>) -> Result<Vec<drbd::ResInpu
                     disk: disk.clone(),
                 })
                 .collect(),
+            handler: handler.clone(),
+            source: config.path.clone(),
         });
     }
     Ok(out)
@@ -161,7 +195,7 @@ pub fn render(s: &Session, format: Option<&str>, out: &Path) -> Result<ExitStatu
         _ => Format::V9,
     };
     let secret = read_secret(&s.config)?;
-    let drbdadm = s.runner.resolve("drbdadm")?;
+    let drbdadm = drbd::parser_for(format, &s.runner.resolve("drbdadm")?);
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     for input in inputs(&s.config, secret.as_deref())? {
         let text = drbd::render(&input, format);
@@ -240,4 +274,67 @@ pub fn lint(config: Option<&Config>, file: &Path, hosts: &Path, json: bool) -> R
     } else {
         ExitStatus::Done
     })
+}
+
+/// `ctmgr drbd fence-peer`, as DRBD runs it: the resource comes from
+/// DRBD_RESOURCE; the exit code is DRBD's (see [`ctmgr::fence`]).
+pub fn fence_peer(s: &Session) -> Result<ExitStatus> {
+    let report = match std::env::var("DRBD_RESOURCE") {
+        Err(_) => {
+            eprintln!("ctmgr drbd fence-peer: DRBD_RESOURCE is not set; DRBD runs this handler itself (refusing)");
+            return Ok(ExitStatus::Code(ctmgr::fence::FenceOutcome::Refused.code()));
+        }
+        Ok(res) => match s
+            .config
+            .stores
+            .iter()
+            .find(|st| st.drbd_resource.as_deref() == Some(res.as_str()))
+        {
+            None => {
+                eprintln!(
+                    "ctmgr drbd fence-peer: no store of {} uses DRBD resource {res:?} (refusing)",
+                    s.config.path.display()
+                );
+                return Ok(ExitStatus::Code(ctmgr::fence::FenceOutcome::Refused.code()));
+            }
+            Some(store) => ctmgr::fence::fence_peer(&s.config, &s.node, store, &s.runner),
+        },
+    };
+    let line = format!(
+        "fence-peer {} (store {}): exit {} ({:?}): {}",
+        report.resource, report.store, report.exit_code, report.outcome, report.reason
+    );
+    if report.outcome == ctmgr::fence::FenceOutcome::Refused {
+        tracing::warn!("{line}");
+    } else {
+        tracing::info!("{line}");
+    }
+    eprintln!("ctmgr: {line}");
+    ctmgr::fence::journal(&s.node, &report);
+    if s.json {
+        print_json(&report)?;
+    }
+    Ok(ExitStatus::Code(report.exit_code))
+}
+
+/// `ctmgr drbd unfence-peer`: DRBD says the peer is UpToDate again.
+pub fn unfence_peer(s: &Session) -> Result<ExitStatus> {
+    let res = std::env::var("DRBD_RESOURCE").unwrap_or_default();
+    eprintln!(
+        "ctmgr: unfence-peer {res}: the peer of {} is in sync again",
+        s.node
+    );
+    tracing::info!("unfence-peer {res}: the peer is in sync again");
+    Ok(ExitStatus::Done)
+}
+
+/// `ctmgr __fence-answer STORE [--outdate]`: the peer's side of the
+/// question, asked over ssh; prints a [`ctmgr::fence::PeerReport`].
+pub fn fence_answer(s: &Session, store: &str, outdate: bool) -> Result<ExitStatus> {
+    let st = s
+        .config
+        .store(store)
+        .ok_or_else(|| usage(format!("no store {store} in {}", s.config.path.display())))?;
+    print_json(&ctmgr::fence::answer(&s.runner, &s.node, st, outdate))?;
+    Ok(ExitStatus::Done)
 }

@@ -43,6 +43,9 @@ impl Session {
             .or_else(|| std::env::var_os("CTMGR_CONFIG").map(PathBuf::from))
             .unwrap_or_else(|| PathBuf::from(ctmgr::config::DEFAULT_PATH));
         let config = Config::load(&path)?;
+        if let Some(w) = ctmgr::fence::single_path_warning(&config) {
+            tracing::warn!("{w}");
+        }
         let explicit = cli
             .node
             .clone()
@@ -50,10 +53,11 @@ impl Session {
         let hostname = nix::unistd::gethostname()
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let node = config
-            .resolve_node(explicit.as_deref(), &hostname)?
-            .name
-            .clone();
+        let me = config.resolve_node(explicit.as_deref(), &hostname)?;
+        if !reads_only(&cli.command) {
+            check_identity(&config, me, explicit.is_some())?;
+        }
+        let node = me.name.clone();
         let tools = ctmgr::config::Tools::PROGRAMS
             .iter()
             .filter_map(|p| {
@@ -95,6 +99,64 @@ impl Session {
     }
 }
 
+/// Commands that only read: they work on a machine that is not the node it
+/// names (the escape hatch of safety rule 10's identity check).
+fn reads_only(cmd: &Command) -> bool {
+    matches!(
+        cmd,
+        Command::List(_)
+            | Command::Status
+            | Command::Snapshots(_)
+            | Command::Doctor
+            | Command::Net(_)
+            | Command::Drbd(
+                drbd::DrbdCommand::Status
+                    | drbd::DrbdCommand::Render { .. }
+                    | drbd::DrbdCommand::Lint { .. }
+            )
+    ) || matches!(cmd, Command::Sync(a) if a.check)
+}
+
+/// Safety rule 10: this machine must be the node it says it is — the node's
+/// `address` (and `lan_address`) configured on a local interface — or the
+/// peer checks would ask this very machine about "the peer" (route D5).
+/// A one-node configuration has no peer to confuse and is not checked.
+fn check_identity(config: &Config, me: &ctmgr::config::Node, explicit: bool) -> Result<()> {
+    if config.peer_of(&me.name).is_none() {
+        return Ok(());
+    }
+    let local = ctmgr::fence::local_addresses()
+        .context("cannot list this machine's addresses (getifaddrs)")?;
+    let missing = ctmgr::fence::missing_addresses(me, &local);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let mut here: Vec<String> = local
+        .iter()
+        .filter(|a| !a.is_loopback())
+        .map(|a| a.to_string())
+        .collect();
+    here.sort();
+    let source = if explicit {
+        "--node / CTMGR_NODE"
+    } else {
+        "the hostname"
+    };
+    Err(ctmgr::exit::usage(format!(
+        "this machine is not node {} ({source} says it is): {} {} not on any local interface (here: {}). \
+         Fix --node / CTMGR_NODE or the hostname; read-only commands (status, list, doctor) still work",
+        me.name,
+        if missing.len() > 1 { "its addresses" } else { "its address" },
+        missing
+            .iter()
+            .map(|a| format!("{a} ({})", config.path.display()))
+            .collect::<Vec<_>>()
+            .join(" and ")
+            + if missing.len() > 1 { " are" } else { " is" },
+        if here.is_empty() { "none".to_string() } else { here.join(", ") },
+    )))
+}
+
 /// Runs one parsed command line.
 pub fn run(cli: Cli) -> Result<ExitStatus> {
     match &cli.command {
@@ -119,6 +181,17 @@ pub fn run(cli: Cli) -> Result<ExitStatus> {
         }
         _ => {}
     }
+    if let Command::Drbd(drbd::DrbdCommand::FencePeer) = &cli.command {
+        // DRBD reads every exit code but 3..=7 as "refuse": so must a
+        // configuration error here.
+        return match Session::open(&cli) {
+            Ok(s) => drbd::fence_peer(&s),
+            Err(e) => {
+                eprintln!("ctmgr drbd fence-peer: refusing: {e:#}");
+                Ok(ExitStatus::Code(ctmgr::fence::FenceOutcome::Refused.code()))
+            }
+        };
+    }
     if let Command::Drbd(drbd::DrbdCommand::Lint { file, hosts }) = &cli.command {
         let session = Session::open(&cli).ok();
         return drbd::lint(session.as_ref().map(|s| &s.config), file, hosts, cli.json);
@@ -142,7 +215,11 @@ pub fn run(cli: Cli) -> Result<ExitStatus> {
         Command::Drbd(drbd::DrbdCommand::Render { format, out }) => {
             drbd::render(&session, format.as_deref(), out)
         }
-        Command::Drbd(drbd::DrbdCommand::Lint { .. }) => Ok(ExitStatus::Done),
+        Command::Drbd(drbd::DrbdCommand::UnfencePeer) => drbd::unfence_peer(&session),
+        Command::FenceAnswer { store, outdate } => drbd::fence_answer(&session, store, *outdate),
+        Command::Drbd(drbd::DrbdCommand::Lint { .. } | drbd::DrbdCommand::FencePeer) => {
+            Ok(ExitStatus::Done)
+        }
         Command::Net(cmd) => net::run(&session, cmd),
         Command::Sync(args) => sync::run(&session, args),
         Command::Doctor => doctor::run(&session),

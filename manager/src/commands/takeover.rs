@@ -249,11 +249,9 @@ fn takeover_steps(
     if let Some(res) = &store.drbd_resource {
         let t = Instant::now();
         if verdict.promote {
-            let force = verdict
-                .checks
-                .iter()
-                .any(|c| c.name == "local-disk" && c.verdict == "warn");
-            takeover::promote(&s.runner, res, force)
+            // Any override reaches DRBD too: without --force its fence-peer
+            // handler (ctmgr) would refuse what the operator forced here.
+            takeover::promote(&s.runner, res, verdict.forced)
                 .inspect_err(|e| tl.record("promote", t, "failed", format!("{e:#}")))?;
             tl.record("promote", t, "done", format!("drbdadm primary {res}"));
         } else {

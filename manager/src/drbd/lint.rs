@@ -334,8 +334,13 @@ struct HostCfg {
 #[derive(Debug)]
 struct ResourceCfg {
     name: String,
+    line: usize,
     hosts: Vec<HostCfg>,
     become_primary_on: Vec<(String, usize)>,
+    /// `fencing POLICY` in the resource (any section) and its line.
+    fencing: Option<(String, usize)>,
+    /// A `fence-peer` handler is set in the resource.
+    fence_peer: bool,
 }
 
 /// Reads `device /dev/drbdN [minor M]` or `device minor M`.
@@ -433,8 +438,17 @@ fn resource_cfg(stmt: &Stmt) -> ResourceCfg {
         .collect();
     let mut bpo = Vec::new();
     find_all(body, "become-primary-on", &mut bpo);
+    let mut fencing = Vec::new();
+    find_all(body, "fencing", &mut fencing);
+    let mut handlers = Vec::new();
+    find_all(body, "fence-peer", &mut handlers);
     ResourceCfg {
         name: stmt.arg(0).unwrap_or_default().to_string(),
+        line: stmt.line,
+        fencing: fencing
+            .first()
+            .and_then(|s| s.arg(0).map(|p| (p.to_string(), s.line))),
+        fence_peer: !handlers.is_empty(),
         hosts,
         become_primary_on: bpo
             .iter()
@@ -493,7 +507,24 @@ pub fn lint_with_homes(
         .map(resource_cfg)
         .collect();
 
+    // `common` settings apply to every resource that does not set its own.
+    let common: Vec<&Stmt> = tree.iter().filter(|s| s.keyword() == "common").collect();
+    let mut common_fencing = Vec::new();
+    let mut common_handlers = Vec::new();
+    for c in &common {
+        find_all(c.children(), "fencing", &mut common_fencing);
+        find_all(c.children(), "fence-peer", &mut common_handlers);
+    }
+    let common_fencing = common_fencing
+        .first()
+        .and_then(|s| s.arg(0).map(|p| (p.to_string(), s.line)));
     for res in &resources {
+        check_fencing(
+            res,
+            common_fencing.as_ref(),
+            !common_handlers.is_empty(),
+            &mut findings,
+        );
         check_minors(res, &mut findings);
         check_meta_disk(res, &mut findings);
         check_hostnames(res, hosts, &mut findings);
@@ -504,6 +535,48 @@ pub fn lint_with_homes(
 
     findings.sort_by(|a, b| a.line.cmp(&b.line).then(a.severity.cmp(&b.severity)));
     Ok(findings)
+}
+
+/// Safety rule 10: without `fencing resource-only` and a fence-peer handler,
+/// DRBD promotes a node whose peer it cannot see — the manual runbook's
+/// `drbdadm primary` on the wrong side of a cut cable is a split brain.
+fn check_fencing(
+    res: &ResourceCfg,
+    common_fencing: Option<&(String, usize)>,
+    common_handler: bool,
+    findings: &mut Vec<Finding>,
+) {
+    if res.hosts.len() < 2 {
+        return;
+    }
+    let fix = "`ctmgr drbd render` writes `fencing resource-only;` (DRBD 9: in `net`, 8.4: in \
+               `disk`) and `handlers { fence-peer \"/usr/sbin/ctmgr drbd fence-peer\"; }`";
+    match res.fencing.as_ref().or(common_fencing) {
+        None => findings.push(error(
+            res.line,
+            format!(
+                "resource {} has no fencing policy: DRBD will promote a node that cannot see \
+                 its peer, so a cut peer link plus a `drbdadm primary` is a split brain. {fix}",
+                res.name
+            ),
+        )),
+        Some((policy, line)) if policy == "dont-care" => findings.push(error(
+            *line,
+            format!(
+                "resource {} has `fencing dont-care`: DRBD promotes without asking anyone. {fix}",
+                res.name
+            ),
+        )),
+        Some((_, line)) if !res.fence_peer && !common_handler => findings.push(error(
+            *line,
+            format!(
+                "resource {} sets fencing but no `fence-peer` handler: DRBD has nobody to ask \
+                 and refuses every promotion while the peer is away. {fix}",
+                res.name
+            ),
+        )),
+        Some(_) => {}
+    }
 }
 
 fn check_minors(res: &ResourceCfg, findings: &mut Vec<Finding>) {
@@ -723,6 +796,14 @@ mod tests {
         lint(RUNBOOK, file(), &parse_hosts(HOSTS)).expect("runbook parses")
     }
 
+    /// Findings other than the missing fencing (checked on its own).
+    fn but_fencing(findings: Vec<Finding>) -> Vec<Finding> {
+        findings
+            .into_iter()
+            .filter(|f| !f.message.contains("fencing"))
+            .collect()
+    }
+
     fn at(findings: &[Finding], needle: &str) -> Vec<Finding> {
         findings
             .iter()
@@ -783,6 +864,37 @@ mod tests {
     }
 
     #[test]
+    fn runbook_without_fencing_is_an_error_per_resource() {
+        let found = at(&runbook(), "no fencing policy");
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found.iter().all(|f| f.severity == Severity::Error));
+        assert!(found[0].message.contains("ctmgr drbd render"));
+    }
+
+    #[test]
+    fn fencing_without_handler_or_dont_care_is_an_error() {
+        let base = FIXED.replace("    fence-peer \"/usr/sbin/ctmgr drbd fence-peer\";\n", "");
+        let found = lint(&base, file(), &parse_hosts(HOSTS)).expect("parses");
+        assert_eq!(at(&found, "no `fence-peer` handler").len(), 2, "{found:?}");
+        let dont = FIXED.replace("fencing resource-only;", "fencing dont-care;");
+        let found = lint(&dont, file(), &parse_hosts(HOSTS)).expect("parses");
+        assert_eq!(at(&found, "fencing dont-care").len(), 2, "{found:?}");
+        // Set per resource instead of in common: also fine.
+        let per_res = FIXED
+            .replace("    fencing resource-only;\n", "")
+            .replace(
+                "resource r0 {\n",
+                "resource r0 {\n  disk { fencing resource-only; }\n",
+            )
+            .replace(
+                "resource r1 {\n",
+                "resource r1 {\n  disk { fencing resource-only; }\n",
+            );
+        let found = lint(&per_res, file(), &parse_hosts(HOSTS)).expect("parses");
+        assert!(at(&found, "fencing").is_empty(), "{found:?}");
+    }
+
+    #[test]
     fn runbook_two_resources_on_one_port() {
         let found = at(&runbook(), "both use port 7788");
         assert_eq!(found.len(), 1, "{found:?}");
@@ -823,8 +935,9 @@ mod tests {
             ("r0".to_string(), "node1".to_string()),
             ("r1".to_string(), "node1".to_string()),
         ]);
-        let findings =
-            lint_with_homes(RUNBOOK, file(), &parse_hosts(HOSTS), &both_node1).expect("parses");
+        let findings = but_fencing(
+            lint_with_homes(RUNBOOK, file(), &parse_hosts(HOSTS), &both_node1).expect("parses"),
+        );
         assert!(at(&findings, "primary").is_empty(), "{findings:?}");
     }
 
@@ -847,7 +960,9 @@ mod tests {
     #[test]
     fn runbook_has_exactly_its_known_mistakes() {
         let findings = runbook();
-        assert_eq!(findings.len(), 5, "{findings:#?}");
+        // Five mistakes of its own, and no fencing in either resource.
+        assert_eq!(but_fencing(findings.clone()).len(), 5, "{findings:#?}");
+        assert_eq!(findings.len(), 7, "{findings:#?}");
     }
 
     #[test]
@@ -864,7 +979,8 @@ mod tests {
 
     #[test]
     fn missing_meta_disk_is_reported_on_its_host() {
-        let findings = lint(MISSING_META, file(), &parse_hosts(HOSTS)).expect("parses");
+        let findings =
+            but_fencing(lint(MISSING_META, file(), &parse_hosts(HOSTS)).expect("parses"));
         assert_eq!(findings.len(), 1, "{findings:#?}");
         assert!(findings[0]
             .message
@@ -875,7 +991,7 @@ mod tests {
 
     #[test]
     fn duplicated_address_within_a_resource_is_reported() {
-        let findings = lint(DUP_ADDR, file(), &parse_hosts(HOSTS)).expect("parses");
+        let findings = but_fencing(lint(DUP_ADDR, file(), &parse_hosts(HOSTS)).expect("parses"));
         assert_eq!(findings.len(), 1, "{findings:#?}");
         assert!(findings[0]
             .message
@@ -888,7 +1004,7 @@ mod tests {
         let text = "resource r5 {\n  device /dev/drbd5;\n  meta-disk internal;\n  disk /dev/sdd;\n  \
                     on node1 { address 10.0.254.1:7795; }\n  on node2 {\n    volume 0 { device /dev/drbd6; }\n    \
                     address 10.0.254.2:7795;\n  }\n}\n";
-        let findings = lint(text, file(), &parse_hosts(HOSTS)).expect("parses");
+        let findings = but_fencing(lint(text, file(), &parse_hosts(HOSTS)).expect("parses"));
         assert_eq!(findings.len(), 1, "{findings:#?}");
         assert!(findings[0]
             .message

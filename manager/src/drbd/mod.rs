@@ -13,7 +13,10 @@ pub mod state;
 pub mod status;
 
 pub use lint::{lint, lint_with_homes, parse_hosts, Finding, HostsMap, LintError, Severity};
-pub use render::{render, validate_with_drbdadm, Format, RenderError, ResHost, ResInput};
+pub use render::{
+    handler_is_safe, parser_for, render, validate_with_drbdadm, Format, RenderError, ResHost,
+    ResInput,
+};
 pub use state::{
     parse_cstate, parse_dstate, parse_proc_drbd, parse_role, parse_status_json, parse_status_text,
     ConnState, DiskState, ParseError, Peered, ResourceState, Role,

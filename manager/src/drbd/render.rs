@@ -45,6 +45,21 @@ pub struct ResInput {
     pub protocol: char,
     pub secret: Option<String>,
     pub hosts: Vec<ResHost>,
+    /// The `ctmgr … drbd` command line DRBD runs as its fence-peer and
+    /// unfence-peer handlers (safety rule 10), e.g. `/usr/sbin/ctmgr drbd`;
+    /// `fence-peer` / `unfence-peer` is appended. Must pass [`handler_is_safe`].
+    pub handler: String,
+    /// The configuration the file was rendered from (named in its header).
+    pub source: PathBuf,
+}
+
+/// DRBD runs a handler through `/bin/sh -c`: only plain paths and words
+/// may go into it, so nothing in it is ever interpreted by the shell.
+pub fn handler_is_safe(cmd: &str) -> bool {
+    !cmd.is_empty()
+        && cmd
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || " /._-+=:,@".contains(c))
 }
 
 // Hand-written so that `{:?}` can never leak the secret into a log line.
@@ -56,6 +71,8 @@ impl std::fmt::Debug for ResInput {
             .field("protocol", &self.protocol)
             .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
             .field("hosts", &self.hosts)
+            .field("handler", &self.handler)
+            .field("source", &self.source)
             .finish()
     }
 }
@@ -101,7 +118,12 @@ pub fn render(input: &ResInput, format: Format) -> String {
     // writeln! into a String cannot fail; the results are ignored on purpose.
     let _ = writeln!(
         s,
-        "# Written by `ctmgr drbd render` from /etc/ctmgr/cluster.toml; edit that file instead."
+        "# Written by `ctmgr drbd render` from {}; edit that file instead.",
+        input.source.display()
+    );
+    let _ = writeln!(
+        s,
+        "# fencing: DRBD asks ctmgr before promoting while the peer is not connected (safety rule 10)."
     );
     let _ = writeln!(s, "resource {} {{", input.resource);
     let _ = writeln!(s, "  net {{");
@@ -110,6 +132,28 @@ pub fn render(input: &ResInput, format: Format) -> String {
         let _ = writeln!(s, "    cram-hmac-alg sha1;");
         let _ = writeln!(s, "    shared-secret {};", quote(secret));
     }
+    // DRBD 9 moved `fencing` from the disk to the net section; 8.4's
+    // drbdadm rejects it there (both checked with drbd-utils 9.22).
+    if format == Format::V9 {
+        let _ = writeln!(s, "    fencing resource-only;");
+    }
+    let _ = writeln!(s, "  }}");
+    if format == Format::V84 {
+        let _ = writeln!(s, "  disk {{");
+        let _ = writeln!(s, "    fencing resource-only;");
+        let _ = writeln!(s, "  }}");
+    }
+    let _ = writeln!(s, "  handlers {{");
+    let _ = writeln!(
+        s,
+        "    fence-peer {};",
+        quote(&format!("{} fence-peer", input.handler))
+    );
+    let _ = writeln!(
+        s,
+        "    unfence-peer {};",
+        quote(&format!("{} unfence-peer", input.handler))
+    );
     let _ = writeln!(s, "  }}");
     for (id, host) in input.hosts.iter().enumerate() {
         let _ = writeln!(s, "  on {} {{", host.name);
@@ -194,6 +238,21 @@ fn validate_with_timeout(
     Ok(())
 }
 
+/// The drbd-utils front ends for an 8.4 kernel, where distributions put them.
+pub const DRBDADM_84_PATHS: [&str; 2] = ["/usr/lib/drbd/drbdadm-84", "/lib/drbd/drbdadm-84"];
+
+/// Which parser checks a file of `format`: for 8.4 the 8.4 front end
+/// (`drbdadm` dispatches to it only when an 8.4 kernel module is loaded, and
+/// the 9 parser rejects 8.4's `disk { fencing … }`), else `drbdadm`.
+pub fn parser_for(format: Format, drbdadm: &Path) -> PathBuf {
+    if format == Format::V84 {
+        if let Some(p) = DRBDADM_84_PATHS.iter().map(Path::new).find(|p| p.exists()) {
+            return p.to_path_buf();
+        }
+    }
+    drbdadm.to_path_buf()
+}
+
 /// drbd-utils probe the kernel module with `modinfo`; on hosts without it
 /// that noise ("modinfo: not found") hides the parser's message.
 fn relevant_stderr(stderr: &str) -> String {
@@ -212,7 +271,6 @@ mod tests {
     use std::time::Instant;
 
     const DRBDADM: &str = "/usr/sbin/drbdadm";
-    const DRBDADM_84: &str = "/usr/lib/drbd/drbdadm-84";
 
     fn input(secret: Option<&str>) -> ResInput {
         ResInput {
@@ -236,6 +294,8 @@ mod tests {
                     disk: "/dev/sdb1".into(),
                 },
             ],
+            handler: "/usr/sbin/ctmgr drbd".into(),
+            source: "/etc/ctmgr/cluster.toml".into(),
         }
     }
 
@@ -280,11 +340,53 @@ mod tests {
     #[test]
     fn real_drbdadm_accepts_v84_render() {
         let f = write_temp(&render(&input(Some("s3cret")), Format::V84));
-        validate_with_drbdadm(f.path(), "r0", Path::new(DRBDADM)).expect("drbdadm 9 accepts 8.4");
-        // drbd-utils also ship the 8.4 front end that an 8.4 kernel uses.
-        if Path::new(DRBDADM_84).exists() {
-            validate_with_drbdadm(f.path(), "r0", Path::new(DRBDADM_84))
-                .expect("drbdadm-84 accepts 8.4");
+        // drbd-utils ship the 8.4 front end that an 8.4 kernel uses (scripts/deps installs it).
+        let parser = parser_for(Format::V84, Path::new(DRBDADM));
+        assert!(parser.ends_with("drbdadm-84"), "{}", parser.display());
+        validate_with_drbdadm(f.path(), "r0", &parser).expect("drbdadm-84 accepts 8.4");
+        // The 9 parser refuses 8.4's disk-section fencing: that is why parser_for exists.
+        assert!(validate_with_drbdadm(f.path(), "r0", Path::new(DRBDADM)).is_err());
+    }
+
+    #[test]
+    fn fencing_and_handlers_are_rendered_where_each_version_wants_them() {
+        let v9 = render(&input(None), Format::V9);
+        assert!(
+            v9.contains("  net {\n    protocol C;\n    fencing resource-only;\n  }\n"),
+            "{v9}"
+        );
+        assert!(!v9.contains("  disk {"));
+        let v84 = render(&input(None), Format::V84);
+        assert!(
+            v84.contains("  disk {\n    fencing resource-only;\n  }\n"),
+            "{v84}"
+        );
+        for text in [&v9, &v84] {
+            assert!(text.contains("    fence-peer \"/usr/sbin/ctmgr drbd fence-peer\";\n"));
+            assert!(text.contains("    unfence-peer \"/usr/sbin/ctmgr drbd unfence-peer\";\n"));
+            assert!(text.contains("from /etc/ctmgr/cluster.toml;"));
+        }
+        // The real parsers agree, and keep the handler text.
+        let f = write_temp(&v9);
+        validate_with_drbdadm(f.path(), "r0", Path::new(DRBDADM)).expect("v9 with fencing");
+    }
+
+    #[test]
+    fn handler_commands_carry_nothing_a_shell_would_read() {
+        assert!(handler_is_safe(
+            "/usr/sbin/ctmgr --config /etc/ctmgr/lab.toml drbd"
+        ));
+        for bad in [
+            "",
+            "/x;rm -rf /",
+            "/a b/$(x)",
+            "/x`y`",
+            "/x|y",
+            "/x\"y",
+            "/x\ny",
+            "/x'y",
+        ] {
+            assert!(!handler_is_safe(bad), "{bad:?}");
         }
     }
 

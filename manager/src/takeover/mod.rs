@@ -8,7 +8,6 @@
 
 pub mod preflight;
 
-use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -29,9 +28,6 @@ use preflight::{Evidence, Facts, MountFact};
 /// first takeover or create, checked after every mount.
 pub const IDENTITY_FILE: &str = ".ctmgr-store";
 
-/// Bound for each peer probe.
-pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
-
 /// Containers started at once within one start-order group.
 pub const START_CONCURRENCY: usize = 8;
 
@@ -49,11 +45,6 @@ pub fn observe_mount(store: &Store) -> Result<MountFact> {
             fstype: m.fstype.clone(),
         },
     })
-}
-
-/// TCP connect to `addr` within `timeout`: does anything answer there?
-pub fn probe(addr: SocketAddr, timeout: Duration) -> bool {
-    TcpStream::connect_timeout(&addr, timeout).is_ok()
 }
 
 /// The ssh argv prefix to reach a node (BatchMode: never prompt).
@@ -75,96 +66,27 @@ pub fn ssh_cmd(runner_program: &str, target: &str, remote: &[&str], timeout: Dur
         .timeout(timeout)
 }
 
-/// Does the peer say it holds `store`? Asks `ctmgr --json status` over ssh.
-pub fn peer_holds(runner: &dyn Runner, ssh_target: &str, store: &str) -> Result<bool, String> {
-    let out = runner
-        .run_ok(&ssh_cmd(
-            "ssh",
-            ssh_target,
-            &["ctmgr", "--json", "status"],
-            Duration::from_secs(20),
-        ))
-        .map_err(|e| e.to_string())?;
-    peer_holds_from_status(&out.stdout, store)
-}
-
-/// Pure part of `peer_holds`: reads `stores[].held` from status JSON.
-pub fn peer_holds_from_status(json: &str, store: &str) -> Result<bool, String> {
-    let v: serde_json::Value =
-        serde_json::from_str(json).map_err(|e| format!("unreadable status from the peer: {e}"))?;
-    v["stores"]
-        .as_array()
-        .and_then(|stores| stores.iter().find(|s| s["name"] == store))
-        .and_then(|s| s["held"].as_bool())
-        .ok_or_else(|| format!("the peer's status does not mention store {store}"))
-}
-
-/// Gathers the evidence that the peer is down (rule 2), all bounded in time.
+/// Gathers the evidence about the peer (rules 2 and 10), all bounded in
+/// time: every path probed at once, then — when anything answered — the
+/// peer asked over ssh what it does with the store, under its own lock.
 pub fn gather_evidence(
     config: &Config,
     node: &str,
     store: &Store,
     runner: &dyn Runner,
 ) -> Evidence {
-    let mut ev = Evidence::default();
+    let liveness = crate::fence::probe_peer(config, node, runner);
+    let mut ev = Evidence {
+        liveness,
+        ..Evidence::default()
+    };
     let Some(peer) = config.peer_of(node) else {
         return ev;
     };
-    let mut addrs = vec![peer.address];
-    addrs.extend(peer.lan_address);
-    // Probe all addresses at once so the bound is one PROBE_TIMEOUT.
-    let probes: Vec<(String, bool)> = std::thread::scope(|s| {
-        let handles: Vec<_> = addrs
-            .iter()
-            .map(|a| {
-                let sa = SocketAddr::new((*a).into(), 22);
-                s.spawn(move || (sa.to_string(), probe(sa, PROBE_TIMEOUT)))
-            })
-            .collect();
-        handles.into_iter().filter_map(|h| h.join().ok()).collect()
-    });
-    ev.probes = probes;
-    if let Some(me) = config.node(node) {
-        ev.gateway = config.gateway_for(me).map(|gw| {
-            runner
-                .run(
-                    &Cmd::new("ping")
-                        .args(["-c1", "-W2", &gw.to_string()])
-                        .timeout(Duration::from_secs(5)),
-                )
-                .map(|o| o.success())
-                .unwrap_or(false)
-        });
-    }
-    if ev.peer_answers() {
-        // Ask over every path that answered: with the peer link cut, the
-        // LAN address is the way to the peer.
-        let user = peer
-            .ssh
-            .split_once('@')
-            .map(|(u, _)| format!("{u}@"))
-            .unwrap_or_default();
-        let mut errors = Vec::new();
-        for (addr, answered) in &ev.probes {
-            if !answered {
-                continue;
-            }
-            let host = addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(addr);
-            let target = if peer.ssh.ends_with(&format!("@{host}")) || peer.ssh == host {
-                peer.ssh.clone()
-            } else {
-                format!("{user}{host}")
-            };
-            match peer_holds(runner, &target, &store.name) {
-                Ok(h) => {
-                    ev.peer_holds = Some(h);
-                    break;
-                }
-                Err(e) => errors.push(format!("{target}: {e}")),
-            }
-        }
-        if ev.peer_holds.is_none() {
-            ev.peer_error = Some(errors.join("; "));
+    if ev.liveness.alive() {
+        match crate::fence::ask_peer(runner, peer, &ev.liveness, &store.name, false, &config.path) {
+            Ok(r) => ev.peer = Some(r),
+            Err(e) => ev.peer_error = Some(e),
         }
     }
     ev
@@ -452,15 +374,6 @@ pub fn holders(dir: &Path) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn peer_status_json_is_read() {
-        let j = r#"{"node":"node1","stores":[{"name":"store1","held":true},{"name":"store2","held":false}]}"#;
-        assert_eq!(peer_holds_from_status(j, "store1"), Ok(true));
-        assert_eq!(peer_holds_from_status(j, "store2"), Ok(false));
-        assert!(peer_holds_from_status(j, "store3").is_err());
-        assert!(peer_holds_from_status("garbage", "store1").is_err());
-    }
 
     #[test]
     fn ssh_never_prompts() {

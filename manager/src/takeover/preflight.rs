@@ -4,6 +4,7 @@
 use serde::Serialize;
 
 use crate::drbd::{DiskState, ResourceState, Role};
+use crate::fence::{judge, Liveness, PeerReport, PeerVerdict};
 
 /// What occupies the store's mountpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -18,22 +19,22 @@ pub enum MountFact {
     },
 }
 
-/// Evidence about the peer, gathered only when DRBD cannot see it.
+/// Evidence about the peer, gathered whenever DRBD cannot see it (also when
+/// this node is already Primary: rule 10, route D4).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Evidence {
-    /// Each peer address probed and whether it answered.
-    pub probes: Vec<(String, bool)>,
-    /// Whether this node reaches its LAN gateway (None: no gateway configured).
-    pub gateway: Option<bool>,
-    /// What the peer said when asked over ssh: Some(true) it holds the store,
-    /// Some(false) it does not, None it could not be asked.
-    pub peer_holds: Option<bool>,
+    /// Every path to the peer probed (TCP to its ssh port, ICMP) and the gateway.
+    pub liveness: Liveness,
+    /// What the peer said over ssh, under its own store lock (not asked to
+    /// outdate itself: DRBD's fence-peer handler does that at the promote).
+    pub peer: Option<PeerReport>,
+    /// Why the peer could not be asked although something answered.
     pub peer_error: Option<String>,
 }
 
 impl Evidence {
     pub fn peer_answers(&self) -> bool {
-        self.probes.iter().any(|(_, ok)| *ok)
+        self.liveness.alive()
     }
 }
 
@@ -75,13 +76,15 @@ impl Verdict {
     pub fn refusal(&self) -> Option<&Check> {
         self.checks.iter().find(|c| c.verdict == "refuse")
     }
-    /// Does DRBD need the peer evidence (not connected)?
+    /// Does the decision need evidence about the peer? Whenever DRBD cannot
+    /// see it — also when this node is already Primary: a Primary that lost
+    /// its link may face a peer that was promoted meanwhile (D4).
     pub fn needs_evidence(facts: &Facts) -> bool {
         facts.resource.is_some()
             && facts
                 .drbd
                 .as_ref()
-                .is_some_and(|d| d.role != Role::Primary && !d.connection.is_connected())
+                .is_some_and(|d| !d.connection.is_connected())
     }
 }
 
@@ -169,7 +172,7 @@ pub fn decide(f: &Facts) -> Verdict {
                         "ok",
                         format!("connected; peer is {} with disk {}", d.peer_role, d.peer_disk),
                     ));
-                } else if d.role != Role::Primary {
+                } else {
                     peer_evidence(f, res, &mut checks, &mut forced, &mut refuse_or_force);
                 }
             }
@@ -206,46 +209,64 @@ fn peer_evidence(
         );
         return;
     };
-    let probes: Vec<String> = ev
-        .probes
-        .iter()
-        .map(|(a, ok)| format!("{a} {}", if *ok { "answers" } else { "silent" }))
-        .collect();
-    checks.push(check("peer-probe", "info", probes.join(", ")));
-    if ev.peer_answers() {
-        match ev.peer_holds {
-            Some(true) => refuse_or_force(
+    checks.push(check("peer-probe", "info", ev.liveness.describe()));
+    if ev.liveness.alive() {
+        let Some(report) = &ev.peer else {
+            refuse_or_force(
+                checks,
+                "peer-alive",
+                format!(
+                    "{split}. The peer answers on the network but could not be asked whether it uses store {} ({}); check it by hand",
+                    f.store,
+                    ev.peer_error.as_deref().unwrap_or("no answer from ctmgr over ssh")
+                ),
+                forced,
+            );
+            return;
+        };
+        match judge(report, false) {
+            PeerVerdict::Safe => checks.push(check(
+                "peer-secondary",
+                "ok",
+                format!(
+                    "{} answers: Secondary for {res}, store {} not mounted, nothing of it running",
+                    report.node, f.store
+                ),
+            )),
+            PeerVerdict::Holds(why) => refuse_or_force(
                 checks,
                 "peer-holds",
                 format!(
-                    "{split}. The peer answers and says it holds store {}: the DRBD link is down, not the peer. Repair the peer link (`drbdadm connect {res}` on both) or release the store on the peer; --force here WILL cause a split brain",
+                    "{split}. {why}: the DRBD link is down, not the peer. Repair the peer link (`drbdadm connect {res}` on both) or run `ctmgr release {}` on the peer; --force here WILL cause a split brain",
                     f.store
                 ),
                 forced,
             ),
-            Some(false) => checks.push(check(
-                "peer-holds",
-                "ok",
-                format!("the peer answers and says it does not hold store {}", f.store),
-            )),
-            None => refuse_or_force(
+            PeerVerdict::Unsure(why) => refuse_or_force(
                 checks,
-                "peer-alive",
-                format!(
-                    "{split}. The peer answers on the network but could not say whether it holds store {} ({}); check it by hand",
-                    f.store,
-                    ev.peer_error.as_deref().unwrap_or("no answer from ctmgr over ssh")
-                ),
+                "peer-unsure",
+                format!("{split}. {why}; try again, or check the peer by hand"),
                 forced,
             ),
         }
         return;
     }
-    match ev.gateway {
+    if ev.liveness.single_path() {
+        refuse_or_force(
+            checks,
+            "single-path",
+            format!(
+                "{split}. The peer is silent, but only one path to it is configured: a cut cable looks the same as a dead peer. Give both nodes a lan_address in cluster.toml (safety rule 2)"
+            ),
+            forced,
+        );
+        return;
+    }
+    match ev.liveness.gateway {
         Some(true) => checks.push(check(
             "peer-down",
             "ok",
-            "the peer is silent on every address while this node reaches its gateway: the peer is down".to_string(),
+            "the peer is silent on every path (TCP and ICMP) while this node reaches its gateway: the peer is down".to_string(),
         )),
         Some(false) => refuse_or_force(
             checks,
@@ -342,58 +363,176 @@ mod tests {
         assert!(v.refusal().is_none() && v.forced);
     }
 
-    #[test]
-    fn dead_peer_needs_silence_and_gateway() {
-        let mut f = facts(drbd(
-            Role::Secondary,
+    use crate::fence::{PathProbe, TcpAnswer};
+    use std::net::Ipv4Addr;
+
+    fn live(
+        link: (TcpAnswer, bool),
+        lan: Option<(TcpAnswer, bool)>,
+        gateway: Option<bool>,
+    ) -> Liveness {
+        let probe = |path, address, (tcp, icmp)| PathProbe {
+            path,
+            address,
+            port: 22,
+            tcp,
+            icmp,
+        };
+        let mut paths = vec![probe("peer-link", Ipv4Addr::new(10, 0, 254, 1), link)];
+        paths.extend(lan.map(|l| probe("lan", Ipv4Addr::new(10, 1, 0, 5), l)));
+        Liveness { paths, gateway }
+    }
+
+    const SILENT: (TcpAnswer, bool) = (TcpAnswer::Silent, false);
+    const UP: (TcpAnswer, bool) = (TcpAnswer::Accepted, true);
+
+    fn report(role: Option<&str>) -> PeerReport {
+        PeerReport {
+            node: "node1".into(),
+            store: "store1".into(),
+            role: role.map(str::to_string),
+            ..PeerReport::default()
+        }
+    }
+
+    fn cut(role: Role) -> Facts {
+        facts(drbd(
+            role,
             DiskState::UpToDate,
             ConnState::Connecting,
             Role::Unknown,
-        ));
+        ))
+    }
+
+    #[test]
+    fn dead_peer_needs_silence_on_two_paths_and_the_gateway() {
+        let mut f = cut(Role::Secondary);
         assert!(Verdict::needs_evidence(&f));
         assert_eq!(decide(&f).refusal().unwrap().name, "peer-evidence");
         f.evidence = Some(Evidence {
-            probes: vec![
-                ("10.0.254.1:22".into(), false),
-                ("10.1.0.5:22".into(), false),
-            ],
-            gateway: Some(true),
+            liveness: live(SILENT, Some(SILENT), Some(true)),
             ..Default::default()
         });
-        assert!(decide(&f).refusal().is_none());
-        f.evidence.as_mut().unwrap().gateway = Some(false);
+        assert!(decide(&f).refusal().is_none(), "{:?}", decide(&f).checks);
+        f.evidence.as_mut().unwrap().liveness.gateway = Some(false);
         assert_eq!(decide(&f).refusal().unwrap().name, "gateway");
-        f.evidence.as_mut().unwrap().gateway = None;
+        f.evidence.as_mut().unwrap().liveness.gateway = None;
         assert_eq!(decide(&f).refusal().unwrap().name, "gateway");
     }
 
     #[test]
-    fn cut_link_with_peer_holding_is_refused_and_force_warns() {
-        let mut f = facts(drbd(
-            Role::Secondary,
-            DiskState::UpToDate,
-            ConnState::StandAlone,
-            Role::Unknown,
-        ));
+    fn a_reset_or_an_echo_reply_is_life_not_death() {
+        // D3: sshd down or REJECT-firewalled answers with a RST; ping still answers.
+        for lan in [(TcpAnswer::Reset, false), (TcpAnswer::Silent, true)] {
+            let mut f = cut(Role::Secondary);
+            f.evidence = Some(Evidence {
+                liveness: live(SILENT, Some(lan), Some(true)),
+                peer: None,
+                peer_error: Some(
+                    "ssh: connect to host 10.1.0.5 port 22: Connection refused".into(),
+                ),
+            });
+            let v = decide(&f);
+            assert_eq!(
+                v.refusal().unwrap().name,
+                "peer-alive",
+                "{lan:?}: {:?}",
+                v.checks
+            );
+        }
+    }
+
+    #[test]
+    fn one_path_is_not_enough() {
+        // D6: no lan_address: a cut peer link alone must not count as "peer down".
+        let mut f = cut(Role::Secondary);
         f.evidence = Some(Evidence {
-            probes: vec![
-                ("10.0.254.1:22".into(), false),
-                ("10.1.0.5:22".into(), true),
-            ],
-            gateway: Some(true),
-            peer_holds: Some(true),
+            liveness: live(SILENT, None, Some(true)),
+            ..Default::default()
+        });
+        let v = decide(&f);
+        assert_eq!(v.refusal().unwrap().name, "single-path");
+        assert!(v.refusal().unwrap().message.contains("lan_address"));
+        f.force = true;
+        let v = decide(&f);
+        assert!(v.refusal().is_none() && v.forced);
+    }
+
+    #[test]
+    fn a_primary_peer_holds_the_store_mounted_or_not() {
+        // D1: Primary but unmounted (a release killed after its unmount) is holding.
+        let mut f = cut(Role::Secondary);
+        for r in [
+            report(Some("Primary")),
+            PeerReport {
+                mounted: true,
+                ..report(Some("Secondary"))
+            },
+            PeerReport {
+                running: vec!["web".into()],
+                ..report(Some("Secondary"))
+            },
+        ] {
+            f.evidence = Some(Evidence {
+                liveness: live(SILENT, Some(UP), Some(true)),
+                peer: Some(r.clone()),
+                peer_error: None,
+            });
+            let v = decide(&f);
+            assert_eq!(v.refusal().unwrap().name, "peer-holds", "{r:?}");
+            assert!(v.refusal().unwrap().message.contains("split brain"));
+        }
+        f.force = true;
+        let v = decide(&f);
+        assert!(v.refusal().is_none() && v.forced);
+    }
+
+    #[test]
+    fn an_unsure_peer_refuses() {
+        // D1: "role unknown" is not "Secondary"; D2: a busy lock may be a takeover there.
+        let mut f = cut(Role::Secondary);
+        for r in [
+            PeerReport {
+                role_error: Some("drbdadm role r0: exit 10".into()),
+                ..report(None)
+            },
+            PeerReport {
+                busy: Some("pid 77 (ctmgr takeover store1)".into()),
+                ..report(None)
+            },
+            PeerReport {
+                error: Some("cannot read the mount table".into()),
+                ..report(Some("Secondary"))
+            },
+        ] {
+            f.evidence = Some(Evidence {
+                liveness: live(SILENT, Some(UP), Some(true)),
+                peer: Some(r.clone()),
+                peer_error: None,
+            });
+            assert_eq!(decide(&f).refusal().unwrap().name, "peer-unsure", "{r:?}");
+        }
+        f.evidence.as_mut().unwrap().peer = Some(report(Some("Secondary")));
+        let v = decide(&f);
+        assert!(v.refusal().is_none(), "{:?}", v.checks);
+        assert!(v.checks.iter().any(|c| c.name == "peer-secondary"));
+    }
+
+    #[test]
+    fn already_primary_but_cut_off_still_asks_the_peer() {
+        // D4: the rerun on the old holder must not mount when the peer is Primary.
+        let mut f = cut(Role::Primary);
+        assert!(Verdict::needs_evidence(&f));
+        assert_eq!(decide(&f).refusal().unwrap().name, "peer-evidence");
+        f.evidence = Some(Evidence {
+            liveness: live(SILENT, Some(UP), Some(true)),
+            peer: Some(report(Some("Primary"))),
             peer_error: None,
         });
         let v = decide(&f);
         assert_eq!(v.refusal().unwrap().name, "peer-holds");
-        assert!(v.refusal().unwrap().message.contains("split brain"));
-        f.force = true;
-        let v = decide(&f);
-        assert!(v.refusal().is_none() && v.forced);
-        f.force = false;
-        f.evidence.as_mut().unwrap().peer_holds = None;
-        assert_eq!(decide(&f).refusal().unwrap().name, "peer-alive");
-        f.evidence.as_mut().unwrap().peer_holds = Some(false);
+        assert!(!v.promote);
+        f.evidence.as_mut().unwrap().peer = Some(report(Some("Secondary")));
         assert!(decide(&f).refusal().is_none());
     }
 
@@ -415,12 +554,12 @@ mod tests {
     }
 
     #[test]
-    fn already_primary_and_mounted_needs_no_step() {
+    fn already_primary_connected_and_mounted_needs_no_step() {
         let mut f = facts(drbd(
             Role::Primary,
             DiskState::UpToDate,
-            ConnState::Connecting,
-            Role::Unknown,
+            ConnState::Connected,
+            Role::Secondary,
         ));
         f.mount = MountFact::Store;
         let v = decide(&f);

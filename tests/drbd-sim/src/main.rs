@@ -83,6 +83,20 @@ fn env_var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|s| !s.is_empty())
 }
 
+/// The real parser for the version played: drbdadm dispatches to the 8.4 front end only
+/// when an 8.4 module is loaded, and the 9 parser rejects 8.4-only syntax such as
+/// `disk { fencing resource-only; }`.
+fn default_parser(version: Version) -> PathBuf {
+    if version == Version::V84 {
+        for p in ["/usr/lib/drbd/drbdadm-84", "/lib/drbd/drbdadm-84"] {
+            if Path::new(p).exists() {
+                return PathBuf::from(p);
+            }
+        }
+    }
+    PathBuf::from("/usr/sbin/drbdadm")
+}
+
 impl Env {
     fn load() -> Result<Env, String> {
         let node = match env_var("DRBD_SIM_NODE") {
@@ -130,9 +144,9 @@ impl Env {
                 env_var("DRBD_SIM_CONF").unwrap_or_else(|| "/etc/drbd.conf".into()),
             ),
             state_path,
-            real_drbdadm: PathBuf::from(
-                env_var("DRBD_SIM_REAL_DRBDADM").unwrap_or_else(|| "/usr/sbin/drbdadm".into()),
-            ),
+            real_drbdadm: env_var("DRBD_SIM_REAL_DRBDADM")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| default_parser(version)),
             version,
             step_ms,
             hold_open: env_var("DRBD_SIM_HOLD_OPEN")

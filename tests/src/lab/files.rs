@@ -86,15 +86,26 @@ pub fn cluster_toml(nodes: usize, stores: &[StoreState]) -> String {
     s
 }
 
+/// ctmgr inside the nodes (the lab's bin dir is bound over /usr/local/sbin).
+pub const CTMGR: &str = "/usr/local/sbin/ctmgr";
+
 pub fn drbd_conf() -> String {
     "# written by the ctmgr lab\ninclude \"drbd.d/*.res\";\n".to_string()
 }
 
 /// One .res file per replicated store; `None` for a store without DRBD.
-pub fn drbd_res(st: &StoreState, nodes: usize) -> Option<(String, String)> {
+/// Fencing as `ctmgr drbd render` writes it (safety rule 10): DRBD asks the
+/// node's ctmgr before a promotion while the peer is not connected.
+/// `version`: "9" (fencing in `net`) or "8.4" (in `disk`).
+pub fn drbd_res(st: &StoreState, nodes: usize, version: &str) -> Option<(String, String)> {
     let (res, port, minor) = st.drbd.as_ref()?;
     let dev = st.loop_dev.as_deref().unwrap_or("");
     let mut s = format!("# written by the ctmgr lab\nresource {res} {{\n");
+    let section = if version == "8.4" { "disk" } else { "net" };
+    let _ = write!(
+        s,
+        "  {section} {{\n    fencing resource-only;\n  }}\n  handlers {{\n    fence-peer \"{CTMGR} drbd fence-peer\";\n    unfence-peer \"{CTMGR} drbd unfence-peer\";\n  }}\n"
+    );
     for n in 1..=nodes {
         let _ = write!(
             s,
@@ -190,13 +201,17 @@ mod tests {
         let t = cluster_toml(1, &st);
         assert!(!t.contains("drbd"));
         assert!(!t.contains("node2"));
-        assert!(drbd_res(&st[0], 1).is_none());
+        assert!(drbd_res(&st[0], 1, "9").is_none());
     }
 
     #[test]
     fn res_file() {
-        let (name, text) = drbd_res(&two()[0], 2).unwrap();
+        let (name, text) = drbd_res(&two()[0], 2, "9").unwrap();
         assert_eq!(name, "r0.res");
+        assert!(text.contains("  net {\n    fencing resource-only;\n  }\n"));
+        assert!(text.contains("fence-peer \"/usr/local/sbin/ctmgr drbd fence-peer\";"));
+        let (_, v84) = drbd_res(&two()[0], 2, "8.4").unwrap();
+        assert!(v84.contains("  disk {\n    fencing resource-only;\n  }\n"));
         assert!(text.contains("on node2 {\n    device /dev/drbd0 minor 0;\n    disk /dev/loop3;\n    address 10.0.254.2:7788;\n    meta-disk internal;\n  }"));
     }
 

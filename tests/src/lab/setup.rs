@@ -99,12 +99,18 @@ pub(super) fn bring_up(lab: &Lab, mut st: State, bins: &Bins) -> Result<()> {
     }
     if st.nodes == 2 {
         peer_link(lab)?;
-        // The real drbdadm must accept the config the stand-in reads.
+        // The real drbdadm must accept the config the stand-in reads (for 8.4 its
+        // 8.4 front end, which a real 8.4 kernel makes drbdadm dispatch to).
+        let parser = if st.drbd_version == "8.4" {
+            ["/usr/lib/drbd/drbdadm-84", "/lib/drbd/drbdadm-84"]
+                .into_iter()
+                .find(|p| Path::new(p).exists())
+                .unwrap_or("/usr/sbin/drbdadm")
+        } else {
+            "/usr/sbin/drbdadm"
+        };
         lab.node(1)
-            .cmd_timeout(
-                &["/usr/sbin/drbdadm", "-c", "/etc/drbd.conf", "dump", "all"],
-                T_SHORT,
-            )
+            .cmd_timeout(&[parser, "-c", "/etc/drbd.conf", "dump", "all"], T_SHORT)
             .check()
             .context("the lab's DRBD config does not parse")?;
         for node in lab.nodes() {
@@ -248,7 +254,7 @@ fn write_node_files(layout: &Layout, st: &State) -> Result<()> {
         )?;
         write(&d.join("drbd.conf"), &files::drbd_conf())?;
         for store in &st.stores {
-            if let Some((name, text)) = files::drbd_res(store, st.nodes) {
+            if let Some((name, text)) = files::drbd_res(store, st.nodes, &st.drbd_version) {
                 write(&d.join("drbd.d").join(name), &text)?;
             }
         }
