@@ -168,7 +168,7 @@ fn lab_guard_reserved_keys_cannot_switch_the_guard_off() {
         let out = ctmgr_env(n1, &["create", "c1", "--template", name]);
         out.assert_code(2);
         assert!(
-            out.stderr.contains(key) && out.stderr.contains(&format!("{name}.toml:4")),
+            out.stderr.contains(key) && out.stderr.contains(&format!("{name}.toml:5")),
             "{out}"
         );
         assert!(
