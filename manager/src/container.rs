@@ -367,6 +367,17 @@ fn create_inner(req: &CreateRequest<'_>, lxcpath: &Path, hwaddr: &str) -> Result
         crate::fsutil::write_atomic(&fstab, text.as_bytes(), 0o644)?;
     }
     c.save_config(None)?;
+    drop(c);
+    // What liblxc will run (after the template's includes) must carry the
+    // guard, the rootfs subvolume, the fstab and the name ctmgr wrote.
+    let problems = crate::reserved::problems(lxcpath, req.name);
+    if !problems.is_empty() {
+        return Err(usage(format!(
+            "template {}: {}",
+            req.template.name,
+            crate::reserved::describe(req.name, &problems)
+        )));
+    }
     let settings = format!(
         "# ctmgr settings for this container (docs/snapshots.md)\ntemplate = {:?}\n",
         req.template.name
@@ -542,6 +553,17 @@ pub fn start_here(lxcpath: &Path, name: &str, secs: i32) -> Result<()> {
     }
     if c.is_running() {
         return Ok(());
+    }
+    // The keys ctmgr owns, as liblxc will see them (after includes): never
+    // start a container whose guard was switched off or whose rootfs is not
+    // its own, and say so before liblxc's "exited with status 127" when the
+    // guard executable is missing.
+    let problems = crate::reserved::problems(lxcpath, name);
+    if !problems.is_empty() {
+        return Err(refuse(format!(
+            "not starting {name}: {}",
+            crate::reserved::describe(name, &problems)
+        )));
     }
     if let Err(e) = c.start() {
         // liblxc only says that the pre-start hook failed: ask the guard

@@ -123,6 +123,36 @@ pub fn judge_guard(what: &str, config_path: &Path) -> Finding {
     }
 }
 
+/// Finding for a container's effective config (liblxc's view after
+/// includes, [`crate::reserved::judge`]): its guard hook, rootfs, fstab and
+/// name as ctmgr wrote them, and the guard executable in place.
+pub fn judge_config(what: &str, problems: &[crate::reserved::Problem]) -> Finding {
+    let check = format!("guard:{what}");
+    if problems.is_empty() {
+        return Finding::ok(
+            check,
+            "effective config carries ctmgr's guard, its rootfs subvolume and fstab",
+        );
+    }
+    let missing_guard = problems
+        .iter()
+        .any(|p| p.message.contains("named by its pre-start hook is missing"));
+    Finding::new(
+        check,
+        Severity::Error,
+        problems
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join("; "),
+        if missing_guard {
+            "install ctmgr-guard where the hook names it (it is part of the ctmgr package)"
+        } else {
+            "remove the lines (or includes) that change these keys from its config, or recreate it with ctmgr; see docs/guard.md"
+        },
+    )
+}
+
 /// Exit status of a report: healthy when no finding is a problem.
 pub fn healthy(findings: &[Finding]) -> bool {
     !findings.iter().any(Finding::is_problem)
@@ -173,5 +203,25 @@ mod tests {
         assert!(has_guard("lxc.hook.pre-start = /usr/local/sbin/ctmgr-guard --store store1 --mountpoint /srv/store1 --device /dev/drbd0\n"));
         assert!(!has_guard("lxc.hook.pre-start = /bin/true\n"));
         assert!(!has_guard(""));
+    }
+
+    #[test]
+    fn config_findings_name_the_key() {
+        assert_eq!(judge_config("web", &[]).severity, Severity::Ok);
+        let p = crate::reserved::Problem {
+            key: "lxc.hook.pre-start",
+            message: "the effective config (after includes) has no ctmgr-guard pre-start hook"
+                .into(),
+        };
+        let f = judge_config("web", &[p]);
+        assert_eq!(
+            (f.severity, f.check.as_str()),
+            (Severity::Error, "guard:web")
+        );
+        assert!(
+            f.message.starts_with("lxc.hook.pre-start: the effective"),
+            "{}",
+            f.message
+        );
     }
 }

@@ -4,7 +4,8 @@
 //! works for a plain `lxc-start` from a replica config, without cluster.toml.
 //! It fails closed: anything it cannot verify is a refusal.
 
-use std::path::PathBuf;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 
 use crate::mountinfo;
 use crate::runner::Runner;
@@ -64,7 +65,7 @@ pub fn parse_args(args: &[String]) -> Result<GuardArgs, String> {
 /// `LXC_CONFIG_FILE`).
 pub fn check(
     args: &GuardArgs,
-    config_file: Option<&std::path::Path>,
+    config_file: Option<&Path>,
     runner: &dyn Runner,
 ) -> Result<(), String> {
     let container = args
@@ -95,11 +96,87 @@ pub fn check(
     }
 }
 
-/// The same container started from its own config and from its replica
-/// (another lxcpath) would boot one rootfs twice: refuse the second start.
+/// The identity of a directory on this node: device and inode, as `stat`
+/// gives them. A Btrfs subvolume has a device of its own (every subvolume
+/// root is inode 256), so this tells one rootfs subvolume from every other,
+/// whatever path or bind mount it is reached by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl FileId {
+    pub fn of(path: &Path) -> std::io::Result<FileId> {
+        let md = std::fs::metadata(path)?;
+        Ok(FileId {
+            dev: md.dev(),
+            ino: md.ino(),
+        })
+    }
+}
+
+/// The root directory of every process on this node, by pid, from
+/// `/proc/PID/root` (the kernel's view: it names the root of a process in
+/// any mount namespace, also where no path of ours reaches it). Processes
+/// that end while we look are left out.
+pub fn process_roots() -> std::io::Result<Vec<(i32, FileId)>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc")? {
+        let Some(pid) = e?.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if let Ok(id) = FileId::of(Path::new(&format!("/proc/{pid}/root"))) {
+            out.push((pid, id));
+        }
+    }
+    Ok(out)
+}
+
+/// Pids of the processes whose root is `rootfs`: a container booted from
+/// it, whatever its name, lxcpath or config. Pure; sorted.
+pub fn running_from(rootfs: FileId, roots: &[(i32, FileId)]) -> Vec<i32> {
+    let mut pids: Vec<i32> = roots
+        .iter()
+        .filter(|(_, id)| *id == rootfs)
+        .map(|(pid, _)| *pid)
+        .collect();
+    pids.sort_unstable();
+    pids
+}
+
+/// The directory an `lxc.rootfs.path` value names: `btrfs:` and `dir:`
+/// prefixes stripped, a plain absolute path as is. Other storage types
+/// (overlay, loop, lvm, zfs …) are not what ctmgr makes: `None`.
+pub fn rootfs_dir(value: &str) -> Option<PathBuf> {
+    let path = match value.split_once(':') {
+        Some(("btrfs" | "dir", p)) => p,
+        Some(_) => return None,
+        None => value,
+    };
+    path.starts_with('/').then(|| PathBuf::from(path))
+}
+
+/// The rootfs being started: LXC tells hooks in `LXC_ROOTFS_PATH` (the
+/// config's `lxc.rootfs.path`); without it (ctmgr asking the guard for its
+/// reason), the config file says.
+fn rootfs_value(config_file: Option<&Path>) -> Option<String> {
+    if let Some(v) = std::env::var_os("LXC_ROOTFS_PATH") {
+        return Some(v.to_string_lossy().into_owned());
+    }
+    let text = crate::container::read_config_text(config_file?).ok()?;
+    crate::container::config_values(&text, "lxc.rootfs.path")
+        .pop()
+        .map(str::to_string)
+}
+
+/// One rootfs runs once: refuse when the rootfs being started is not a
+/// container directory of the store the hook names, or when any process on
+/// this node already has it as its root (another name, another lxcpath, a
+/// copied config — D7 of issue 10).
 fn not_running_elsewhere(
     args: &GuardArgs,
-    config: Option<&std::path::Path>,
+    config: Option<&Path>,
     container: &str,
 ) -> Result<(), String> {
     if !crate::names::is_valid(container) {
@@ -107,23 +184,53 @@ fn not_running_elsewhere(
             "ctmgr-guard: refusing to start {container:?}: not a valid container name"
         ));
     }
-    let own = args.mountpoint.join("containers");
-    let from_own = config.is_none_or(|c| c.starts_with(&own));
-    let mut others = Vec::new();
-    if from_own {
-        others.extend(args.replica_dir.clone());
-    } else {
-        others.push(own);
+    let refuse =
+        |why: String| format!("ctmgr-guard: refusing to start container {container}: {why}");
+    let value = rootfs_value(config).ok_or_else(|| {
+        refuse(
+            "cannot tell its rootfs (no LXC_ROOTFS_PATH, no lxc.rootfs.path in its config)"
+                .to_string(),
+        )
+    })?;
+    let dir = rootfs_dir(&value).ok_or_else(|| {
+        refuse(format!(
+            "its rootfs {value:?} is not a directory or Btrfs subvolume path; ctmgr containers boot from <store>/containers/NAME/rootfs"
+        ))
+    })?;
+    let real = std::fs::canonicalize(&dir).map_err(|e| {
+        refuse(format!(
+            "its rootfs {} cannot be resolved: {e}",
+            dir.display()
+        ))
+    })?;
+    let containers = std::fs::canonicalize(args.mountpoint.join("containers"))
+        .unwrap_or_else(|_| args.mountpoint.join("containers"));
+    if !real.starts_with(&containers) || real == containers {
+        return Err(refuse(format!(
+            "its rootfs {} is not on its store {} (under {}); one rootfs on the store is what the guard protects",
+            real.display(),
+            args.store,
+            containers.display()
+        )));
     }
-    for lxcpath in others {
-        if lxcpath.join(container).join("config").exists()
-            && lxc_bindings::Container::new(container, &lxcpath).is_ok_and(|c| c.is_running())
-        {
-            return Err(format!(
-                "ctmgr-guard: refusing to start container {container}: it is already running from {} on this node; one rootfs must never run twice",
-                lxcpath.join(container).display()
-            ));
-        }
+    let id = FileId::of(&real)
+        .map_err(|e| refuse(format!("cannot stat its rootfs {}: {e}", real.display())))?;
+    let roots = process_roots().map_err(|e| {
+        refuse(format!(
+            "cannot read /proc to see what runs from its rootfs: {e}"
+        ))
+    })?;
+    let pids = running_from(id, &roots);
+    if let Some(pid) = pids.first() {
+        return Err(refuse(format!(
+            "its rootfs {} is already running on this node (process {pid}{}, under whatever name or lxcpath started it); one rootfs must never run twice. Stop that instance first.",
+            real.display(),
+            if pids.len() > 1 {
+                format!(" and {} more", pids.len() - 1)
+            } else {
+                String::new()
+            }
+        )));
     }
     Ok(())
 }
@@ -179,5 +286,74 @@ mod tests {
             msg.contains("not mounted at /nonexistent/ctmgr-store9"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn rootfs_identity_not_path_decides() {
+        let a = FileId { dev: 50, ino: 256 };
+        let b = FileId { dev: 51, ino: 256 };
+        let host = FileId { dev: 2049, ino: 2 };
+        let roots = [(1, host), (900, a), (77, a), (901, b), (902, host)];
+        assert_eq!(running_from(a, &roots), vec![77, 900]);
+        assert_eq!(running_from(b, &roots), vec![901]);
+        assert!(running_from(FileId { dev: 50, ino: 257 }, &roots).is_empty());
+    }
+
+    #[test]
+    fn the_same_directory_by_two_paths_is_one_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("rootfs");
+        std::fs::create_dir(&real).unwrap();
+        std::os::unix::fs::symlink(&real, dir.path().join("alias")).unwrap();
+        assert_eq!(
+            FileId::of(&real).unwrap(),
+            FileId::of(&dir.path().join("alias")).unwrap()
+        );
+        assert_ne!(FileId::of(&real).unwrap(), FileId::of(dir.path()).unwrap());
+        // This process's own root is among the roots the kernel lists.
+        let me = std::process::id() as i32;
+        let roots = process_roots().unwrap();
+        assert!(running_from(FileId::of(Path::new("/")).unwrap(), &roots).contains(&me));
+    }
+
+    #[test]
+    fn rootfs_values() {
+        assert_eq!(
+            rootfs_dir("btrfs:/srv/store1/containers/web/rootfs"),
+            Some(PathBuf::from("/srv/store1/containers/web/rootfs"))
+        );
+        assert_eq!(rootfs_dir("dir:/"), Some(PathBuf::from("/")));
+        assert_eq!(rootfs_dir("/srv/x"), Some(PathBuf::from("/srv/x")));
+        assert_eq!(rootfs_dir("overlay:/a:/b"), None);
+        assert_eq!(rootfs_dir("relative"), None);
+    }
+
+    #[test]
+    fn refuses_a_rootfs_off_the_store() {
+        let store = tempfile::tempdir().unwrap();
+        let rootfs = store.path().join("containers/web/rootfs");
+        std::fs::create_dir_all(&rootfs).unwrap();
+        let config = store.path().join("containers/web/config");
+        let a = |v: &str| {
+            std::fs::write(&config, format!("lxc.rootfs.path = {v}\n")).unwrap();
+            parse_args(&s(&[
+                "--store",
+                "s",
+                "--mountpoint",
+                &store.path().display().to_string(),
+                "--device",
+                "/dev/null",
+                "web",
+            ]))
+            .unwrap()
+        };
+        if std::env::var_os("LXC_ROOTFS_PATH").is_some() {
+            return; // the environment would decide, not the config
+        }
+        let args = a("dir:/");
+        let msg = not_running_elsewhere(&args, Some(&config), "web").unwrap_err();
+        assert!(msg.contains("is not on its store s"), "{msg}");
+        let args = a(&format!("btrfs:{}", rootfs.display()));
+        not_running_elsewhere(&args, Some(&config), "web").unwrap();
     }
 }

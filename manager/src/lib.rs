@@ -18,6 +18,7 @@ pub mod mountinfo;
 pub mod names;
 pub mod net;
 pub mod pool;
+pub mod reserved;
 pub mod retention;
 pub mod runner;
 pub mod snapshot;

@@ -62,6 +62,14 @@ pub enum TemplateError {
         source_name: String,
         message: String,
     },
+    #[error("{source_name}:{line}: template {name:?}: config item {key} is reserved: {why}; remove it (ctmgr writes this key itself, see docs/guard.md)")]
+    Reserved {
+        name: String,
+        source_name: String,
+        line: usize,
+        key: String,
+        why: &'static str,
+    },
     #[error("could not read template file {path}")]
     Io {
         path: PathBuf,
@@ -96,7 +104,45 @@ pub fn parse(name: &str, source_name: &str, text: &str) -> Result<Template, Temp
             message: "data_subvolume must be a relative path without '..'".to_string(),
         });
     }
+    if let Some((index, key, why)) = crate::reserved::check_items(&t.config) {
+        return Err(TemplateError::Reserved {
+            name: name.to_string(),
+            source_name: source_name.to_string(),
+            line: item_line(text, &key, index),
+            key,
+            why,
+        });
+    }
     Ok(t)
+}
+
+/// The 1-based line of the `index`th `config` item, found as the `index`th
+/// quoted `"key"` after the `config` key (outside comments); 0 when not
+/// found.
+fn item_line(text: &str, key: &str, index: usize) -> usize {
+    let quoted = format!("\"{key}\"");
+    let mut in_config = false;
+    let mut seen = 0;
+    for (n, line) in text.lines().enumerate() {
+        let code = line.split('#').next().unwrap_or("");
+        if code.trim_start().starts_with("config") {
+            in_config = true;
+        }
+        if !in_config {
+            continue;
+        }
+        // Items before this one may name other keys: count the items.
+        for _ in code
+            .matches('[')
+            .skip(usize::from(code.trim_start().starts_with("config")))
+        {
+            seen += 1;
+        }
+        if code.contains(&quoted) && seen > index {
+            return n + 1;
+        }
+    }
+    0
 }
 
 /// Names of every available profile (built-in and from `dir`).
@@ -196,5 +242,22 @@ mod tests {
         .unwrap_err();
         assert!(err.to_string().contains("data_subvolume"));
         assert!(load("../x", Path::new("/")).is_err());
+    }
+
+    #[test]
+    fn reserved_keys_are_refused_with_file_and_line() {
+        let text = "description = \"d\"\nlxc_template = \"busybox\"\n# the key \"lxc.hook.pre-start\" is ctmgr's\nconfig = [\n  [\"lxc.start.delay\", \"0\"],\n  [\"lxc.hook.pre-start\", \"\"],\n]\n";
+        let err = parse("nohook", "/etc/ctmgr/templates/nohook.toml", text).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("/etc/ctmgr/templates/nohook.toml:6: template \"nohook\": config item lxc.hook.pre-start is reserved"),
+            "{msg}"
+        );
+        let text = "description = \"d\"\nlxc_template = \"busybox\"\nconfig = [[\"lxc.rootfs.path\", \"dir:/\"]]\n";
+        let msg = parse("x", "x.toml", text).unwrap_err().to_string();
+        assert!(
+            msg.starts_with("x.toml:3:") && msg.contains("lxc.rootfs.path"),
+            "{msg}"
+        );
     }
 }

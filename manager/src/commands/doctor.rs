@@ -205,7 +205,10 @@ fn store_and_container_findings(s: &Session, out: &mut Vec<Finding>) {
         let policy_defaults = &s.config.snapshots;
         for name in container::own_names(&lxcpath) {
             let dir = lxcpath.join(&name);
-            out.push(doctor::judge_guard(&name, &dir.join("config")));
+            out.push(doctor::judge_config(
+                &name,
+                &ctmgr::reserved::problems(&lxcpath, &name),
+            ));
             if let Some(list) = &peer_running {
                 if list.contains(&name) && takeover::is_running(&lxcpath, &name) {
                     out.push(Finding::new(
@@ -246,10 +249,31 @@ fn store_and_container_findings(s: &Session, out: &mut Vec<Finding>) {
             let dir = e.path();
             if dir.join("config").exists() && !container::is_own(&dir) {
                 let name = e.file_name().to_string_lossy().into_owned();
-                out.push(doctor::judge_guard(
-                    &format!("replica:{name}"),
-                    &dir.join("config"),
-                ));
+                let what = format!("replica:{name}");
+                // A replica names its home store's paths: judge it against them.
+                let home = container::read_config_text(&dir.join("config"))
+                    .ok()
+                    .and_then(|t| container::guard_mountpoint(&t));
+                out.push(match home {
+                    Some(mp) => match ctmgr::reserved::effective(&lxcpath, &name) {
+                        Ok(eff) => doctor::judge_config(
+                            &what,
+                            &ctmgr::reserved::judge(
+                                &name,
+                                &mp.join("containers"),
+                                &eff,
+                                &ctmgr::reserved::is_executable,
+                            ),
+                        ),
+                        Err(e) => Finding::new(
+                            format!("guard:{what}"),
+                            Severity::Error,
+                            format!("{e:#}"),
+                            "check the replica's config; `ctmgr sync` from the peer rewrites it",
+                        ),
+                    },
+                    None => doctor::judge_guard(&what, &dir.join("config")),
+                });
             }
         }
     }

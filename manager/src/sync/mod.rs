@@ -549,6 +549,24 @@ fn sync_store<R: Read, W: Write>(
         (other, _) => return Err(conv.unexpected(&other)),
     };
     for name in plan.containers.clone() {
+        // Never give the peer a config it could start without ctmgr's guard
+        // (issue 10, D8): judged as liblxc sees it, after includes.
+        if mode == Mode::Push {
+            let problems = crate::reserved::problems_with(&plan.store.lxcpath(), &name, &|_| true);
+            if !problems.is_empty() {
+                rows.push(row(
+                    &store,
+                    &name,
+                    None,
+                    Status::Refused,
+                    Some(format!(
+                        "not pushed: {}; then run `ctmgr sync` again (`ctmgr doctor` shows the same)",
+                        crate::reserved::describe(&name, &problems)
+                    )),
+                ));
+                continue;
+            }
+        }
         for file in SyncFile::ALL {
             let r = sync_file(parties, plan, &name, file, mode, force, conv)?;
             rows.push(r);

@@ -73,8 +73,9 @@ impl Lab {
         let dir = self.lxcpath(store).join(name);
         fs::create_dir_all(dir.join("rootfs")).unwrap();
         let mut config = format!(
-            "lxc.uts.name = {name}\nlxc.rootfs.path = btrfs:{}/rootfs\nlxc.hook.pre-start = /usr/local/sbin/ctmgr-guard --store {store}\n",
-            dir.display()
+            "lxc.uts.name = {name}\nlxc.rootfs.path = btrfs:{d}/rootfs\nlxc.mount.fstab = {d}/fstab\nlxc.hook.pre-start = /usr/local/sbin/ctmgr-guard --store {store} --mountpoint {mp} --device /dev/drbd9\n",
+            d = dir.display(),
+            mp = self.root.join("srv").join(store).display()
         )
         .into_bytes();
         config.extend_from_slice(extra);
@@ -891,4 +892,34 @@ fn exit_status_rules() {
         report(Mode::Check, vec![r(Status::Drift)]).exit_status(),
         ExitStatus::Failed
     );
+}
+
+#[test]
+fn a_config_whose_guard_is_cleared_is_not_pushed() {
+    let lab = lab();
+    let dir = lab.container("store1", "web", b"");
+    lab.container("store1", "db", b"");
+    // Cleared through an include: the file text still has the hook line.
+    fs::write(dir.join("clear.conf"), "lxc.hook.pre-start =\n").unwrap();
+    let mut text = fs::read(dir.join("config")).unwrap();
+    text.extend_from_slice(format!("lxc.include = {}/clear.conf\n", dir.display()).as_bytes());
+    fs::write(dir.join("config"), text).unwrap();
+    let run = sync_with(&lab, &[], Mode::Push, false, PEER);
+    run.result.unwrap();
+    let all = outcomes(&run.report);
+    assert!(all.contains(&"web - refused".to_string()), "{all:?}");
+    assert!(all.contains(&"db config written".to_string()), "{all:?}");
+    let detail = run
+        .report
+        .rows
+        .iter()
+        .find(|r| r.container == "web")
+        .and_then(|r| r.detail.clone())
+        .unwrap();
+    assert!(
+        detail.contains("container web") && detail.contains("lxc.hook.pre-start"),
+        "{detail}"
+    );
+    assert!(!lab.replica("web").join("config").exists());
+    assert_eq!(run.report.exit_status(), ExitStatus::Failed);
 }
