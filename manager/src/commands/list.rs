@@ -99,6 +99,14 @@ struct StatusJson<'a> {
 }
 
 pub fn status(s: &Session) -> Result<ExitStatus> {
+    let journal = ctmgr::journal::read();
+    if journal.unreadable > 0 {
+        eprintln!(
+            "ctmgr: warning: {} unreadable line(s) in {} skipped (torn by a crash or edited by hand)",
+            journal.unreadable,
+            ctmgr::journal::path().display()
+        );
+    }
     let stores: Vec<StoreJson> = s
         .stores()
         .iter()
@@ -111,7 +119,9 @@ pub fn status(s: &Session) -> Result<ExitStatus> {
             mountpoint: st.store.mountpoint.display().to_string(),
             lxcpath: st.store.lxcpath().display().to_string(),
             drbd_resource: st.store.drbd_resource.clone(),
-            last_action: ctmgr::journal::last_for(&st.store.name, &["takeover", "release"]),
+            last_action: journal
+                .last_for(&st.store.name, &["takeover", "release"])
+                .cloned(),
         })
         .collect();
     let infos = gather(s, None)?;
