@@ -507,10 +507,12 @@ pub fn child_op(op: &str, lxcpath: &Path, name: &str, timeout: Duration) -> Resu
     // /proc/self/exe still runs this very binary when a package upgrade has
     // replaced the file on disk during a failover.
     let exe = PathBuf::from("/proc/self/exe");
-    let secs = timeout.as_secs().max(1).to_string();
+    // The child takes an i32 (liblxc's); arguments are range-checked by clap,
+    // this only keeps a library caller from overflowing.
+    let secs = timeout.as_secs().clamp(1, MAX_TIMEOUT_SECS);
     let cmd = Cmd::new(&exe.display().to_string())
-        .args([op, &lxcpath.display().to_string(), name, &secs])
-        .timeout(timeout + Duration::from_secs(30));
+        .args([op, &lxcpath.display().to_string(), name, &secs.to_string()])
+        .timeout(Duration::from_secs(secs + 30));
     let mut child = Command::new(&exe)
         .args(&cmd.args)
         .stdin(Stdio::null())
@@ -534,6 +536,10 @@ pub fn child_op(op: &str, lxcpath: &Path, name: &str, timeout: Duration) -> Resu
         )
     }
 }
+
+/// The longest `--timeout` any command accepts (one day); longer values are
+/// refused by clap with exit 2 rather than overflowing a deadline.
+pub const MAX_TIMEOUT_SECS: u64 = 86_400;
 
 /// Starts a container (in a child) and waits until it is RUNNING.
 pub fn start(lxcpath: &Path, name: &str, timeout: Duration) -> Result<()> {

@@ -153,6 +153,59 @@ pub fn judge_config(what: &str, problems: &[crate::reserved::Problem]) -> Findin
     )
 }
 
+/// A container that is FROZEN with no ctmgr run owing it a thaw (D10):
+/// its processes do not run, and nothing will thaw it by itself.
+pub fn judge_frozen(name: &str, lxcpath: &Path, state: &str) -> Option<Finding> {
+    (state == "FROZEN").then(|| {
+        Finding::new(
+            format!("frozen:{name}"),
+            Severity::Warning,
+            format!("container {name} is FROZEN: its processes are stopped (not by a ctmgr run in progress)"),
+            format!(
+                "if nobody froze it on purpose: `lxc-unfreeze -n {name} -P {}`",
+                lxcpath.display()
+            ),
+        )
+    })
+}
+
+/// What the thaw of an abandoned `snapshot --freeze` did, as a finding.
+pub fn judge_recovered_freeze(r: &crate::freeze::Recovered) -> Finding {
+    use crate::freeze::Recovery;
+    let check = format!("frozen:{}", r.record.name);
+    match &r.recovery {
+        Recovery::Thawed => Finding::new(
+            check,
+            Severity::Warning,
+            r.describe(),
+            "nothing left to do; look for what killed the snapshot run (OOM, timeout of its cron job)",
+        ),
+        Recovery::NotFrozen => Finding::new(check, Severity::Info, r.describe(), ""),
+        Recovery::Failed { .. } => Finding::new(
+            check,
+            Severity::Error,
+            r.describe(),
+            format!(
+                "`lxc-unfreeze -n {} -P {}`",
+                r.record.name,
+                r.record.lxcpath.display()
+            ),
+        ),
+    }
+}
+
+/// A restore of this container that was interrupted (D9).
+pub fn judge_restore(name: &str, container_dir: &Path) -> Option<Finding> {
+    crate::snapshot::pending_restore(container_dir).map(|m| {
+        Finding::new(
+            format!("restore:{name}"),
+            Severity::Error,
+            format!("{name}: {m}"),
+            "rerun the restore as the message says (it finishes or rolls back; nothing is lost)",
+        )
+    })
+}
+
 /// Exit status of a report: healthy when no finding is a problem.
 pub fn healthy(findings: &[Finding]) -> bool {
     !findings.iter().any(Finding::is_problem)
@@ -196,6 +249,17 @@ mod tests {
             judge_snapshot_age("web", Some(now - Duration::hours(30)), &daily, now).severity,
             Severity::Ok
         );
+    }
+
+    #[test]
+    fn frozen_containers_are_flagged() {
+        let lxcpath = Path::new("/srv/store1/containers");
+        assert!(judge_frozen("web", lxcpath, "RUNNING").is_none());
+        let f = judge_frozen("web", lxcpath, "FROZEN").unwrap();
+        assert_eq!(f.severity, Severity::Warning);
+        assert!(f
+            .fix
+            .contains("lxc-unfreeze -n web -P /srv/store1/containers"));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! record survives the crash it may be needed to explain.
 
 use std::fs::OpenOptions;
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -16,7 +16,8 @@ pub fn state_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/var/lib/ctmgr"))
 }
 
-fn path() -> PathBuf {
+/// The journal file.
+pub fn path() -> PathBuf {
     state_dir().join("journal.jsonl")
 }
 
@@ -51,35 +52,90 @@ pub struct Entry {
     pub steps: Vec<Step>,
 }
 
-/// Appends one entry (fsynced).
+/// Appends one entry (fsynced). A torn last line left by a crash is ended
+/// first, so the new entry never glues onto it.
 pub fn append(entry: &Entry) -> std::io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
     std::fs::create_dir_all(state_dir())?;
-    let mut f = OpenOptions::new().create(true).append(true).open(path())?;
+    let mut f = OpenOptions::new()
+        .create(true)
+        .read(true)
+        .append(true)
+        .open(path())?;
     let mut line = serde_json::to_string(entry).map_err(std::io::Error::other)?;
     line.push('\n');
+    if f.metadata()?.len() > 0 {
+        let mut last = [0u8; 1];
+        f.seek(SeekFrom::End(-1))?;
+        f.read_exact(&mut last)?;
+        if last[0] != b'\n' {
+            line.insert(0, '\n');
+        }
+    }
     f.write_all(line.as_bytes())?;
     f.sync_all()
 }
 
-/// Every entry, oldest first; unreadable lines are skipped (a torn last line
-/// after a crash must not hide the rest).
+/// The journal as read: its entries and how many lines could not be read.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Journal {
+    /// Oldest first.
+    pub entries: Vec<Entry>,
+    /// Lines that are not one entry (torn by a crash, not UTF-8, edited by
+    /// hand); skipped, never hiding the lines after them.
+    pub unreadable: usize,
+}
+
+/// Parses journal text line by line. A line that does not parse is counted
+/// and skipped; when an older ctmgr glued an entry onto a torn line, the
+/// entry is recovered from where its `{"time":` begins.
+pub fn parse(bytes: &[u8]) -> Journal {
+    let mut j = Journal::default();
+    for line in bytes.split(|b| *b == b'\n') {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        if let Ok(e) = serde_json::from_slice::<Entry>(line) {
+            j.entries.push(e);
+            continue;
+        }
+        j.unreadable += 1;
+        let start = br#"{"time":"#;
+        if let Some(e) = (1..line.len())
+            .rev()
+            .filter(|&i| line[i..].starts_with(start))
+            .find_map(|i| serde_json::from_slice::<Entry>(&line[i..]).ok())
+        {
+            j.entries.push(e);
+        }
+    }
+    j
+}
+
+/// The whole journal; see [`parse`].
+pub fn read() -> Journal {
+    std::fs::read(path()).map(|b| parse(&b)).unwrap_or_default()
+}
+
+/// Every entry, oldest first; unreadable lines are skipped (a torn or
+/// non-UTF-8 line must not hide the rest).
 pub fn read_all() -> Vec<Entry> {
-    let Ok(f) = std::fs::File::open(path()) else {
-        return Vec::new();
-    };
-    std::io::BufReader::new(f)
-        .lines()
-        .map_while(Result::ok)
-        .filter_map(|l| serde_json::from_str(&l).ok())
-        .collect()
+    read().entries
 }
 
 /// The newest entry for `store` whose action is one of `actions`.
 pub fn last_for(store: &str, actions: &[&str]) -> Option<Entry> {
-    read_all()
-        .into_iter()
-        .rev()
-        .find(|e| e.store == store && actions.contains(&e.action.as_str()))
+    read().last_for(store, actions).cloned()
+}
+
+impl Journal {
+    /// The newest entry for `store` whose action is one of `actions`.
+    pub fn last_for(&self, store: &str, actions: &[&str]) -> Option<&Entry> {
+        self.entries
+            .iter()
+            .rev()
+            .find(|e| e.store == store && actions.contains(&e.action.as_str()))
+    }
 }
 
 #[cfg(test)]
@@ -114,7 +170,39 @@ mod tests {
             .unwrap()
             .write_all(b"{\"torn")
             .unwrap();
-        assert_eq!(last_for("store1", &["takeover", "release"]), Some(e));
+        assert_eq!(
+            last_for("store1", &["takeover", "release"]),
+            Some(e.clone())
+        );
         assert!(last_for("store2", &["takeover"]).is_none());
+        // The next append ends the torn line instead of gluing onto it.
+        let mut later = e.clone();
+        later.action = "release".into();
+        append(&later).unwrap();
+        let j = read();
+        assert_eq!(j.entries, vec![e, later]);
+        assert_eq!(j.unreadable, 1);
+    }
+
+    #[test]
+    fn a_bad_line_hides_nothing_after_it() {
+        let line = |action: &str| {
+            format!(
+                r#"{{"time":"2026-12-07T03:00:00Z","node":"node1","action":"{action}","store":"store1","outcome":"ok","total_ms":1,"steps":[]}}"#
+            )
+        };
+        let mut text = Vec::new();
+        text.extend_from_slice(line("takeover").as_bytes());
+        text.extend_from_slice(b"\n\xff\xfe not utf-8\n");
+        // A torn line an older ctmgr glued the next entry onto.
+        text.extend_from_slice(br#"{"time":"2026-12-07T0"#);
+        text.extend_from_slice(line("release").as_bytes());
+        text.extend_from_slice(b"\n{\"half\": \n");
+        text.extend_from_slice(line("migrate").as_bytes());
+        text.extend_from_slice(b"\n");
+        let j = parse(&text);
+        let actions: Vec<&str> = j.entries.iter().map(|e| e.action.as_str()).collect();
+        assert_eq!(actions, ["takeover", "release", "migrate"]);
+        assert_eq!(j.unreadable, 3);
     }
 }

@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Local, NaiveDateTime, TimeZone, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::btrfs;
 use crate::container::{config_values, read_config_text, SNAPS_DIR};
@@ -209,6 +209,9 @@ pub fn prepare(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     cleanup(container_dir)?;
+    if let Some(p) = pending_restore(container_dir) {
+        bail!("not snapshotting {container}: {p}");
+    }
     let snaps = container_dir.join(SNAPS_DIR);
     fs::create_dir_all(&snaps).with_context(|| format!("failed to create {}", snaps.display()))?;
     let name = name_for(now, &snaps);
@@ -336,8 +339,8 @@ fn describe_with(container: &str, name: &str, dir: &Path, full: bool) -> Snapsho
         name: name.to_string(),
         time,
         comment: if full {
-            fs::read_to_string(dir.join("comment"))
-                .map(|c| c.trim().to_string())
+            fs::read(dir.join("comment"))
+                .map(|c| String::from_utf8_lossy(&c).trim().to_string())
                 .unwrap_or_default()
         } else {
             String::new()
@@ -408,13 +411,434 @@ pub struct Restored {
     pub config_changes: Vec<String>,
     pub fstab_changed: bool,
     pub data_restored: bool,
+    /// What an earlier, interrupted restore had left and what was done with
+    /// it before this one (absent when there was nothing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resumed: Option<Resumed>,
+}
+
+/// The intent file of a restore in progress, `<name>/.ctmgr-restoring`,
+/// written (atomically) after the safety snapshot and before the first
+/// rename; removed when the restore is complete.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RestoreIntent {
+    pub snapshot: String,
+    pub safety_snapshot: String,
+    /// Set once every subvolume is swapped and config and fstab are written:
+    /// only the previous subvolumes remain to be deleted.
+    #[serde(default)]
+    pub swapped: bool,
+}
+
+const RESTORE_INTENT: &str = ".ctmgr-restoring";
+const RESTORE_FRESH: &str = ".ctmgr-restore-";
+const RESTORE_OLD: &str = ".ctmgr-old-";
+const SUBVOLUMES: [&str; 2] = ["rootfs", "data"];
+
+/// Where one subvolume (`rootfs`, `data`) of a container stands in a
+/// restore, judged from the names on disk alone: `<sub>` (live),
+/// `.ctmgr-restore-<sub>` (the restored copy) and `.ctmgr-old-<sub>` (the
+/// previous live). A restore goes Untouched → FreshMade → (rename live
+/// aside) BetweenRenames → (rename the copy in) Swapped → (delete old)
+/// Untouched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SwapState {
+    /// No restore leftovers for this subvolume.
+    Untouched,
+    /// The restored copy exists; live (if any) is still in place.
+    FreshMade,
+    /// Killed between the two renames: live moved aside, the copy not yet
+    /// in place, so there is no `<sub>`.
+    BetweenRenames,
+    /// Both renames done; the previous live waits to be deleted.
+    Swapped,
+    /// Only the previous live is left, moved aside (the copy vanished).
+    AsideOnly,
+    /// All three names: no sequence of ours leaves this.
+    Inconsistent,
+}
+
+/// Classifies one subvolume from which of its three names exist.
+pub fn swap_state(live: bool, fresh: bool, old: bool) -> SwapState {
+    match (live, fresh, old) {
+        (_, false, false) => SwapState::Untouched,
+        (_, true, false) => SwapState::FreshMade,
+        (false, true, true) => SwapState::BetweenRenames,
+        (true, false, true) => SwapState::Swapped,
+        (false, false, true) => SwapState::AsideOnly,
+        (true, true, true) => SwapState::Inconsistent,
+    }
+}
+
+/// What to do with an interrupted restore.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResumeAction {
+    /// Nothing interrupted.
+    Nothing,
+    /// Finish it: the intent names a snapshot that is still there.
+    Finish,
+    /// Undo it: the snapshot it restored from is gone (put every previous
+    /// subvolume and the safety snapshot's config back).
+    RollBack,
+    /// Everything is swapped: only delete the previous subvolumes.
+    Clean,
+    /// Leftovers of a restore without an intent (an older ctmgr): put back
+    /// what was moved aside, keep what was swapped, delete the rest.
+    Legacy,
+    /// Names that no sequence of ours leaves: stop and ask a person.
+    Stuck,
+}
+
+/// Decides what a rerun does with the leftovers of an interrupted restore.
+pub fn plan_resume(
+    intent: Option<&RestoreIntent>,
+    states: &[SwapState],
+    snapshot_usable: bool,
+) -> ResumeAction {
+    if states.contains(&SwapState::Inconsistent) {
+        return ResumeAction::Stuck;
+    }
+    match intent {
+        None if states.iter().all(|s| *s == SwapState::Untouched) => ResumeAction::Nothing,
+        None => ResumeAction::Legacy,
+        Some(i) if i.swapped => ResumeAction::Clean,
+        Some(_) if snapshot_usable => ResumeAction::Finish,
+        Some(_) => ResumeAction::RollBack,
+    }
+}
+
+/// An interrupted restore found and dealt with by the next one.
+#[derive(Debug, Clone, Serialize)]
+pub struct Resumed {
+    pub action: ResumeAction,
+    /// The snapshot the interrupted restore was restoring (unknown for
+    /// leftovers of an older ctmgr).
+    pub snapshot: Option<String>,
+    pub safety_snapshot: Option<String>,
+    /// Each subvolume's state as found.
+    pub found: Vec<(String, SwapState)>,
+}
+
+impl Resumed {
+    /// One line for a person.
+    pub fn describe(&self) -> String {
+        let found: Vec<String> = self
+            .found
+            .iter()
+            .filter(|(_, s)| *s != SwapState::Untouched)
+            .map(|(sub, s)| format!("{sub} {s:?}"))
+            .collect();
+        let what = match self.action {
+            ResumeAction::Nothing => "nothing to resume".to_string(),
+            ResumeAction::Finish => format!(
+                "finished an interrupted restore from {}",
+                self.snapshot.as_deref().unwrap_or("?")
+            ),
+            ResumeAction::RollBack => format!(
+                "rolled back an interrupted restore from {} (that snapshot is gone)",
+                self.snapshot.as_deref().unwrap_or("?")
+            ),
+            ResumeAction::Clean => format!(
+                "completed the cleanup of the restore from {}",
+                self.snapshot.as_deref().unwrap_or("?")
+            ),
+            ResumeAction::Legacy => {
+                "repaired the leftovers of an interrupted restore (put back what was moved aside)"
+                    .to_string()
+            }
+            ResumeAction::Stuck => "cannot resume".to_string(),
+        };
+        let safety = self
+            .safety_snapshot
+            .as_deref()
+            .map(|s| format!("; the state before it is in safety snapshot {s}"))
+            .unwrap_or_default();
+        format!("{what} (found: {}){safety}", found.join(", "))
+    }
+}
+
+fn intent_path(container_dir: &Path) -> PathBuf {
+    container_dir.join(RESTORE_INTENT)
+}
+
+fn read_intent(container_dir: &Path) -> Result<Option<RestoreIntent>> {
+    let p = intent_path(container_dir);
+    match fs::read(&p) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .with_context(|| format!("{} is unreadable; inspect it and the .ctmgr-restore-*/.ctmgr-old-* subvolumes next to it", p.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("failed to read {}", p.display())),
+    }
+}
+
+fn write_intent(container_dir: &Path, i: &RestoreIntent) -> Result<()> {
+    let p = intent_path(container_dir);
+    write_atomic(&p, &serde_json::to_vec_pretty(i)?, 0o644)
+        .with_context(|| format!("failed to write {}", p.display()))
+}
+
+fn exists(p: &Path) -> bool {
+    fs::symlink_metadata(p).is_ok()
+}
+
+fn names_of(container_dir: &Path, sub: &str) -> (PathBuf, PathBuf, PathBuf) {
+    (
+        container_dir.join(sub),
+        container_dir.join(format!("{RESTORE_FRESH}{sub}")),
+        container_dir.join(format!("{RESTORE_OLD}{sub}")),
+    )
+}
+
+fn states_of(container_dir: &Path) -> Vec<(String, SwapState)> {
+    SUBVOLUMES
+        .iter()
+        .map(|sub| {
+            let (live, fresh, old) = names_of(container_dir, sub);
+            (
+                sub.to_string(),
+                swap_state(exists(&live), exists(&fresh), exists(&old)),
+            )
+        })
+        .collect()
+}
+
+/// A restore interrupted here, if any: what `doctor` and `snapshot` report.
+pub fn pending_restore(container_dir: &Path) -> Option<String> {
+    let name = container_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let intent = read_intent(container_dir).ok().flatten();
+    let states = states_of(container_dir);
+    let only: Vec<SwapState> = states.iter().map(|(_, s)| *s).collect();
+    if intent.is_none() && only.iter().all(|s| *s == SwapState::Untouched) {
+        return None;
+    }
+    let found: Vec<String> = states
+        .iter()
+        .filter(|(_, s)| *s != SwapState::Untouched)
+        .map(|(sub, s)| format!("{sub} {s:?}"))
+        .collect();
+    Some(match intent {
+        Some(i) => format!(
+            "a restore from snapshot {} was interrupted (found: {}); rerun `ctmgr restore {name} {}` to finish it",
+            i.snapshot,
+            found.join(", "),
+            i.snapshot
+        ),
+        None => format!(
+            "an interrupted restore left {} behind; rerun `ctmgr restore {name} SNAPSHOT` to repair it",
+            found.join(", ")
+        ),
+    })
+}
+
+fn rename(from: &Path, to: &Path) -> Result<()> {
+    fs::rename(from, to)
+        .with_context(|| format!("failed to rename {} to {}", from.display(), to.display()))
+}
+
+fn delete_sub(p: &Path) -> Result<()> {
+    if btrfs::is_subvolume(p) {
+        btrfs::delete_subvolume(p)?;
+    } else if exists(p) {
+        bail!(
+            "{} is not a Btrfs subvolume; not deleting it (inspect it)",
+            p.display()
+        );
+    }
+    Ok(())
+}
+
+/// Finds what an interrupted restore left in `container_dir` and finishes
+/// it, rolls it back or repairs it (see [`plan_resume`]). The container
+/// must be STOPPED and its store locked. `None` when nothing was
+/// interrupted.
+pub fn resume_restore(container_dir: &Path) -> Result<Option<(Resumed, Option<Restored>)>> {
+    let intent = read_intent(container_dir)?;
+    let found = states_of(container_dir);
+    let states: Vec<SwapState> = found.iter().map(|(_, s)| *s).collect();
+    let usable = intent.as_ref().is_some_and(|i| {
+        let d = container_dir.join(SNAPS_DIR).join(&i.snapshot);
+        d.exists() && describe("", &i.snapshot, &d).damaged.is_none()
+    });
+    let action = plan_resume(intent.as_ref(), &states, usable);
+    let resumed = Resumed {
+        action,
+        snapshot: intent.as_ref().map(|i| i.snapshot.clone()),
+        safety_snapshot: intent.as_ref().map(|i| i.safety_snapshot.clone()),
+        found,
+    };
+    let mut restored = None;
+    match action {
+        ResumeAction::Nothing => return Ok(None),
+        ResumeAction::Stuck => bail!(
+            "{}: {} — a restore left names no restore of ours leaves; inspect the subvolumes and remove the wrong one by hand",
+            container_dir.display(),
+            resumed.describe()
+        ),
+        ResumeAction::Finish => {
+            let i = intent.expect("Finish has an intent");
+            restored = Some(forward(container_dir, &i)?);
+        }
+        ResumeAction::Clean => finish_cleanup(container_dir)?,
+        ResumeAction::RollBack => {
+            let i = intent.expect("RollBack has an intent");
+            for sub in SUBVOLUMES {
+                let (live, fresh, old) = names_of(container_dir, sub);
+                match swap_state(exists(&live), exists(&fresh), exists(&old)) {
+                    SwapState::Swapped => {
+                        delete_sub(&live)?;
+                        rename(&old, &live)?;
+                    }
+                    SwapState::BetweenRenames | SwapState::AsideOnly => rename(&old, &live)?,
+                    _ => {}
+                }
+                delete_sub(&fresh)?;
+            }
+            let sdir = container_dir.join(SNAPS_DIR).join(&i.safety_snapshot);
+            if sdir.join("config").exists() {
+                put_back_files(container_dir, &sdir)?;
+            }
+            sync_fs(container_dir)?;
+            fs::remove_file(intent_path(container_dir))
+                .with_context(|| format!("failed to remove {RESTORE_INTENT}"))?;
+        }
+        ResumeAction::Legacy => {
+            for sub in SUBVOLUMES {
+                let (live, fresh, old) = names_of(container_dir, sub);
+                match swap_state(exists(&live), exists(&fresh), exists(&old)) {
+                    SwapState::BetweenRenames | SwapState::AsideOnly => rename(&old, &live)?,
+                    SwapState::Swapped => delete_sub(&old)?,
+                    _ => {}
+                }
+                delete_sub(&fresh)?;
+            }
+            sync_fs(container_dir)?;
+        }
+    }
+    Ok(Some((resumed, restored)))
+}
+
+/// Writes config and fstab from snapshot directory `sdir`, paths pointing
+/// back at the container; returns (config changes, fstab changed).
+fn put_back_files(container_dir: &Path, sdir: &Path) -> Result<(Vec<String>, bool)> {
+    let current = read_config_text(&container_dir.join("config")).unwrap_or_default();
+    let snap_config = read_config_text(&sdir.join("config"))?;
+    let restored = rewrite_paths(&snap_config, sdir, container_dir);
+    let before: BTreeSet<&str> = current.lines().collect();
+    let after: BTreeSet<&str> = restored.lines().collect();
+    let mut config_changes: Vec<String> = before
+        .difference(&after)
+        .map(|l| format!("- {l}"))
+        .collect();
+    config_changes.extend(after.difference(&before).map(|l| format!("+ {l}")));
+    write_atomic(&container_dir.join("config"), restored.as_bytes(), 0o640)?;
+    let cur_fstab = fs::read_to_string(container_dir.join("fstab")).unwrap_or_default();
+    let snap_fstab = fs::read_to_string(sdir.join("fstab")).unwrap_or_default();
+    let new_fstab = rewrite_fstab(&snap_fstab, sdir, container_dir);
+    write_atomic(&container_dir.join("fstab"), new_fstab.as_bytes(), 0o644)?;
+    Ok((config_changes, cur_fstab != new_fstab))
+}
+
+/// Deletes the previous subvolumes and the intent of a swapped restore.
+fn finish_cleanup(container_dir: &Path) -> Result<()> {
+    for sub in SUBVOLUMES {
+        let (_, fresh, old) = names_of(container_dir, sub);
+        delete_sub(&old)?;
+        delete_sub(&fresh)?;
+    }
+    let p = intent_path(container_dir);
+    if exists(&p) {
+        fs::remove_file(&p).with_context(|| format!("failed to remove {}", p.display()))?;
+    }
+    sync_fs(container_dir)
+}
+
+/// Carries a restore recorded in `intent` forward from wherever it stands
+/// to the end. Every step checks the names first, so a rerun after a kill
+/// at any point continues where the kill left it.
+fn forward(container_dir: &Path, intent: &RestoreIntent) -> Result<Restored> {
+    let sdir = container_dir.join(SNAPS_DIR).join(&intent.snapshot);
+    let mut data_restored = false;
+    // All restored copies first, then the renames: once a rename happened,
+    // every copy it needs exists.
+    for sub in SUBVOLUMES {
+        let src = sdir.join(sub);
+        if !btrfs::is_subvolume(&src) {
+            continue;
+        }
+        let (live, fresh, old) = names_of(container_dir, sub);
+        match swap_state(exists(&live), exists(&fresh), exists(&old)) {
+            SwapState::Untouched => btrfs::snapshot(&src, &fresh, false)?,
+            SwapState::AsideOnly => {
+                // The copy vanished after live was moved aside: put live
+                // back and make the copy again.
+                rename(&old, &live)?;
+                btrfs::snapshot(&src, &fresh, false)?;
+            }
+            _ => {}
+        }
+    }
+    for sub in SUBVOLUMES {
+        if !btrfs::is_subvolume(&sdir.join(sub)) {
+            continue;
+        }
+        let (live, fresh, old) = names_of(container_dir, sub);
+        if swap_state(exists(&live), exists(&fresh), exists(&old)) == SwapState::FreshMade
+            && exists(&live)
+        {
+            rename(&live, &old)
+                .with_context(|| format!("failed to move {} aside", live.display()))?;
+        }
+        if exists(&fresh) {
+            rename(&fresh, &live)
+                .with_context(|| format!("failed to put the restored {sub} in place"))?;
+        }
+        data_restored |= sub == "data";
+    }
+    let (config_changes, fstab_changed) = put_back_files(container_dir, &sdir)?;
+    sync_fs(container_dir)?;
+    write_intent(
+        container_dir,
+        &RestoreIntent {
+            swapped: true,
+            ..intent.clone()
+        },
+    )?;
+    finish_cleanup(container_dir)?;
+    Ok(Restored {
+        safety_snapshot: intent.safety_snapshot.clone(),
+        config_changes,
+        fstab_changed,
+        data_restored,
+        resumed: None,
+    })
 }
 
 /// Rolls a STOPPED container back to `snap`: a safety snapshot of the current
 /// state first, then the rootfs (and data) subvolumes swapped by rename, and
 /// config and fstab restored with paths pointing back at the container.
+///
+/// Resumable (D9): the intent is recorded before the first rename, every
+/// step is judged from the names on disk, and a rerun after a kill at any
+/// point first finishes (or, when the snapshot is gone, rolls back) the
+/// interrupted restore — see [`resume_restore`]. Rerunning the same
+/// restore finishes it without another safety snapshot.
 pub fn restore(container_dir: &Path, snap: &str, now: DateTime<Utc>) -> Result<Restored> {
     crate::names::validate("snapshot", snap)?;
+    let resumed = resume_restore(container_dir)?;
+    if let Some((r, Some(done))) = &resumed {
+        if r.snapshot.as_deref() == Some(snap) {
+            return Ok(Restored {
+                resumed: Some(r.clone()),
+                ..done.clone()
+            });
+        }
+    }
     let sdir = container_dir.join(SNAPS_DIR).join(snap);
     let info = describe("", snap, &sdir);
     if !sdir.exists() {
@@ -432,53 +856,15 @@ pub fn restore(container_dir: &Path, snap: &str, now: DateTime<Utc>) -> Result<R
         now,
         None,
     )?;
-    let mut data_restored = false;
-    for sub in ["rootfs", "data"] {
-        let src = sdir.join(sub);
-        if !btrfs::is_subvolume(&src) {
-            continue;
-        }
-        let live = container_dir.join(sub);
-        let fresh = container_dir.join(format!(".ctmgr-restore-{sub}"));
-        let old = container_dir.join(format!(".ctmgr-old-{sub}"));
-        for stale in [&fresh, &old] {
-            if btrfs::is_subvolume(stale) {
-                btrfs::delete_subvolume(stale)?;
-            }
-        }
-        btrfs::snapshot(&src, &fresh, false)?;
-        if live.exists() {
-            fs::rename(&live, &old)
-                .with_context(|| format!("failed to move {} aside", live.display()))?;
-        }
-        fs::rename(&fresh, &live)
-            .with_context(|| format!("failed to put the restored {sub} in place"))?;
-        if btrfs::is_subvolume(&old) {
-            btrfs::delete_subvolume(&old)?;
-        }
-        data_restored |= sub == "data";
-    }
-    let current = read_config_text(&container_dir.join("config")).unwrap_or_default();
-    let snap_config = read_config_text(&sdir.join("config"))?;
-    let restored = rewrite_paths(&snap_config, &sdir, container_dir);
-    let before: BTreeSet<&str> = current.lines().collect();
-    let after: BTreeSet<&str> = restored.lines().collect();
-    let mut config_changes: Vec<String> = before
-        .difference(&after)
-        .map(|l| format!("- {l}"))
-        .collect();
-    config_changes.extend(after.difference(&before).map(|l| format!("+ {l}")));
-    write_atomic(&container_dir.join("config"), restored.as_bytes(), 0o640)?;
-    let cur_fstab = fs::read_to_string(container_dir.join("fstab")).unwrap_or_default();
-    let snap_fstab = fs::read_to_string(sdir.join("fstab")).unwrap_or_default();
-    let new_fstab = rewrite_fstab(&snap_fstab, &sdir, container_dir);
-    write_atomic(&container_dir.join("fstab"), new_fstab.as_bytes(), 0o644)?;
-    Ok(Restored {
+    let intent = RestoreIntent {
+        snapshot: snap.to_string(),
         safety_snapshot: safety.name,
-        config_changes,
-        fstab_changed: cur_fstab != new_fstab,
-        data_restored,
-    })
+        swapped: false,
+    };
+    write_intent(container_dir, &intent)?;
+    let mut r = forward(container_dir, &intent)?;
+    r.resumed = resumed.map(|(r, _)| r);
+    Ok(r)
 }
 
 /// The hook line of a config, for checks that the guard survives snapshots.
@@ -506,6 +892,56 @@ mod tests {
         assert!(time_from_name("20261124T235555Z-10") > time_from_name("20261124T235555Z-9"));
         assert_eq!(time_from_name("20261124T235555Zx"), None);
         assert_eq!(time_from_name("snap0"), None);
+    }
+
+    #[test]
+    fn swap_states_follow_the_names_on_disk() {
+        use SwapState::*;
+        // (live, fresh, old)
+        assert_eq!(swap_state(true, false, false), Untouched);
+        assert_eq!(swap_state(false, false, false), Untouched);
+        assert_eq!(swap_state(true, true, false), FreshMade);
+        assert_eq!(swap_state(false, true, false), FreshMade);
+        // D9: killed between the renames: no live rootfs.
+        assert_eq!(swap_state(false, true, true), BetweenRenames);
+        assert_eq!(swap_state(true, false, true), Swapped);
+        assert_eq!(swap_state(false, false, true), AsideOnly);
+        assert_eq!(swap_state(true, true, true), Inconsistent);
+    }
+
+    #[test]
+    fn an_interrupted_restore_is_finished_rolled_back_or_repaired() {
+        use ResumeAction::*;
+        use SwapState::*;
+        let i = RestoreIntent {
+            snapshot: "S".into(),
+            safety_snapshot: "T".into(),
+            swapped: false,
+        };
+        let done = RestoreIntent {
+            swapped: true,
+            ..i.clone()
+        };
+        assert_eq!(plan_resume(None, &[Untouched, Untouched], true), Nothing);
+        assert_eq!(
+            plan_resume(Some(&i), &[BetweenRenames, Untouched], true),
+            Finish
+        );
+        assert_eq!(plan_resume(Some(&i), &[Untouched, Untouched], true), Finish);
+        assert_eq!(
+            plan_resume(Some(&i), &[BetweenRenames, Untouched], false),
+            RollBack
+        );
+        assert_eq!(plan_resume(Some(&done), &[Swapped, Swapped], false), Clean);
+        assert_eq!(
+            plan_resume(None, &[BetweenRenames, Untouched], true),
+            Legacy
+        );
+        assert_eq!(
+            plan_resume(Some(&i), &[Inconsistent, Untouched], true),
+            Stuck
+        );
+        assert_eq!(plan_resume(None, &[Untouched, Inconsistent], true), Stuck);
     }
 
     #[test]

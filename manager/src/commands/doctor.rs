@@ -209,6 +209,9 @@ fn store_and_container_findings(s: &Session, out: &mut Vec<Finding>) {
                 &name,
                 &ctmgr::reserved::problems(&lxcpath, &name),
             ));
+            let state = container::info(&name, st.store, &lxcpath).state;
+            out.extend(doctor::judge_frozen(&name, &lxcpath, &state));
+            out.extend(doctor::judge_restore(&name, &dir));
             if let Some(list) = &peer_running {
                 if list.contains(&name) && takeover::is_running(&lxcpath, &name) {
                     out.push(Finding::new(
@@ -391,7 +394,11 @@ fn net_findings(s: &Session, out: &mut Vec<Finding>) {
 }
 
 pub fn run(s: &Session) -> Result<ExitStatus> {
-    let mut findings = Vec::new();
+    // Thaws first what a killed `snapshot --freeze` left FROZEN, and says so.
+    let mut findings: Vec<Finding> = ctmgr::freeze::recover()
+        .iter()
+        .map(doctor::judge_recovered_freeze)
+        .collect();
     config_findings(s, &mut findings);
     drbd_findings(s, &mut findings);
     store_and_container_findings(s, &mut findings);

@@ -18,8 +18,9 @@ pub struct StopArgs {
     /// Containers to stop
     #[arg(required = true)]
     pub names: Vec<String>,
-    /// Seconds to wait for a clean shutdown before killing
-    #[arg(long, default_value_t = 30)]
+    /// Seconds to wait for a clean shutdown before killing (0-86400)
+    #[arg(long, default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(0..=container::MAX_TIMEOUT_SECS))]
     pub timeout: u64,
 }
 

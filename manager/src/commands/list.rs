@@ -38,7 +38,7 @@ fn rows(infos: &[Info]) -> Vec<Vec<String>> {
     infos
         .iter()
         .map(|i| {
-            vec![
+            ctmgr::text::row(vec![
                 i.name.clone(),
                 i.store.clone(),
                 i.state.clone(),
@@ -49,7 +49,7 @@ fn rows(infos: &[Info]) -> Vec<Vec<String>> {
                     i.ips.join(",")
                 },
                 i.start_order.to_string(),
-            ]
+            ])
         })
         .collect()
 }
@@ -61,6 +61,7 @@ struct ListJson<'a> {
 }
 
 pub fn list(s: &Session, args: &ListArgs) -> Result<ExitStatus> {
+    super::snapshot::thaw_abandoned();
     let infos = gather(s, args.store.as_deref())?;
     if s.json {
         print_json(&ListJson {
@@ -99,6 +100,15 @@ struct StatusJson<'a> {
 }
 
 pub fn status(s: &Session) -> Result<ExitStatus> {
+    super::snapshot::thaw_abandoned();
+    let journal = ctmgr::journal::read();
+    if journal.unreadable > 0 {
+        eprintln!(
+            "ctmgr: warning: {} unreadable line(s) in {} skipped (torn by a crash or edited by hand)",
+            journal.unreadable,
+            ctmgr::journal::path().display()
+        );
+    }
     let stores: Vec<StoreJson> = s
         .stores()
         .iter()
@@ -111,7 +121,9 @@ pub fn status(s: &Session) -> Result<ExitStatus> {
             mountpoint: st.store.mountpoint.display().to_string(),
             lxcpath: st.store.lxcpath().display().to_string(),
             drbd_resource: st.store.drbd_resource.clone(),
-            last_action: ctmgr::journal::last_for(&st.store.name, &["takeover", "release"]),
+            last_action: journal
+                .last_for(&st.store.name, &["takeover", "release"])
+                .cloned(),
         })
         .collect();
     let infos = gather(s, None)?;
@@ -129,7 +141,7 @@ pub fn status(s: &Session) -> Result<ExitStatus> {
     let store_rows: Vec<Vec<String>> = stores
         .iter()
         .map(|st| {
-            vec![
+            ctmgr::text::row(vec![
                 st.name.clone(),
                 st.home.clone(),
                 if st.held { "yes".into() } else { "no".into() },
@@ -137,7 +149,7 @@ pub fn status(s: &Session) -> Result<ExitStatus> {
                 st.mountpoint.clone(),
                 st.drbd_resource.clone().unwrap_or_else(|| "-".into()),
                 st.holding.clone(),
-            ]
+            ])
         })
         .collect();
     print_table(

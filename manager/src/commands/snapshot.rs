@@ -7,7 +7,7 @@ use chrono::{Local, Utc};
 use ctmgr::container::{self, Located};
 use ctmgr::exit::{refuse, usage, ExitStatus};
 use ctmgr::lock;
-use ctmgr::{retention, snapshot};
+use ctmgr::{freeze, retention, snapshot};
 use serde::Serialize;
 
 use super::{print_json, print_table, Session};
@@ -92,7 +92,17 @@ fn lock_stores(targets: &[Located<'_>], no_wait: bool) -> Result<Vec<lock::Store
         .collect()
 }
 
+/// Thaws containers left FROZEN by a killed `snapshot --freeze` and says so
+/// on stderr (D10). Every snapshot, snapshots, prune, list and status run
+/// calls this; doctor reports the same as findings.
+pub fn thaw_abandoned() {
+    for r in freeze::recover() {
+        eprintln!("ctmgr: warning: {}", r.describe());
+    }
+}
+
 pub fn snapshot(s: &Session, args: &SnapshotArgs) -> Result<ExitStatus> {
+    thaw_abandoned();
     let targets = targets(s, &args.names, args.all)?;
     let _locks = lock_stores(&targets, args.no_wait)?;
     let freeze = args.freeze || s.config.snapshots.freeze;
@@ -102,18 +112,28 @@ pub fn snapshot(s: &Session, args: &SnapshotArgs) -> Result<ExitStatus> {
         &targets,
         SNAPSHOT_CONCURRENCY,
         |t| {
+            // The freeze is recorded before it happens (D10): a run killed
+            // while the container is frozen leaves the record, and the next
+            // run thaws it. A container someone else froze is left as it is.
+            let we_froze = std::cell::Cell::new(false);
             let do_freeze = || -> Result<()> {
                 let c = lxc_bindings::Container::new(&t.name, &t.lxcpath)?;
-                if c.is_running() {
+                if c.is_running() && c.state() != lxc_bindings::State::Frozen {
+                    freeze::record(&t.store.name, &t.lxcpath, &t.name)?;
+                    we_froze.set(true);
                     c.freeze()?;
                 }
                 Ok(())
             };
             let do_thaw = || -> Result<()> {
+                if !we_froze.get() {
+                    return Ok(());
+                }
                 let c = lxc_bindings::Container::new(&t.name, &t.lxcpath)?;
-                if c.state().as_str() == "FROZEN" {
+                if c.state() == lxc_bindings::State::Frozen {
                     c.unfreeze()?;
                 }
+                freeze::forget(&t.store.name, &t.name);
                 Ok(())
             };
             let hooks: Option<snapshot::FreezeHooks> = freeze.then_some((&do_freeze, &do_thaw));
@@ -168,6 +188,7 @@ pub fn snapshot(s: &Session, args: &SnapshotArgs) -> Result<ExitStatus> {
 }
 
 pub fn snapshots(s: &Session, args: &SnapshotsArgs) -> Result<ExitStatus> {
+    thaw_abandoned();
     let names: Vec<String> = args.name.iter().cloned().collect();
     let targets = targets(s, &names, args.name.is_none())?;
     let all: Vec<snapshot::SnapshotInfo> = targets
@@ -181,7 +202,9 @@ pub fn snapshots(s: &Session, args: &SnapshotsArgs) -> Result<ExitStatus> {
     let rows: Vec<Vec<String>> = all
         .iter()
         .map(|i| {
-            vec![
+            // One line per snapshot whatever the comment holds (newlines,
+            // terminal escapes): control characters are shown escaped.
+            ctmgr::text::row(vec![
                 i.container.clone(),
                 i.name.clone(),
                 i.time
@@ -200,7 +223,7 @@ pub fn snapshots(s: &Session, args: &SnapshotsArgs) -> Result<ExitStatus> {
                     .as_ref()
                     .map(|d| format!("DAMAGED: {d}"))
                     .unwrap_or_else(|| i.comment.clone()),
-            ]
+            ])
         })
         .collect();
     print_table(&["CONTAINER", "SNAPSHOT", "TIME", "RO", "COMMENT"], &rows)?;
@@ -229,6 +252,7 @@ struct PruneJson {
 }
 
 pub fn prune(s: &Session, args: &PruneArgs) -> Result<ExitStatus> {
+    thaw_abandoned();
     let targets = targets(s, &args.names, args.all)?;
     let _locks = if args.dry_run {
         Vec::new()
@@ -239,7 +263,20 @@ pub fn prune(s: &Session, args: &PruneArgs) -> Result<ExitStatus> {
     let mut json = Vec::new();
     let mut failed = 0;
     for t in &targets {
-        let policy = policy_for(s, t)?;
+        // One container's broken ctmgr.toml must not stop the others' prune:
+        // it is named, skipped, and the run exits 1.
+        let policy = match policy_for(s, t) {
+            Ok(p) => p,
+            Err(e) => {
+                failed += 1;
+                eprintln!(
+                    "ctmgr: error: {} not pruned: {e:#} (fix {}; the other containers were pruned)",
+                    t.name,
+                    t.dir().join(ctmgr::container::SETTINGS_FILE).display()
+                );
+                continue;
+            }
+        };
         if !args.dry_run {
             snapshot::cleanup(&t.dir())?;
         }
@@ -297,12 +334,12 @@ pub fn prune(s: &Session, args: &PruneArgs) -> Result<ExitStatus> {
                     }
                 }
             }
-            rows.push(vec![
+            rows.push(ctmgr::text::row(vec![
                 t.name.clone(),
                 d.name.to_string(),
                 verdict,
                 reasons.join(", "),
-            ]);
+            ]));
             json.push(PruneJson {
                 container: t.name.clone(),
                 snapshot: d.name.to_string(),
@@ -348,6 +385,9 @@ pub fn restore(s: &Session, args: &RestoreArgs) -> Result<ExitStatus> {
     if s.json {
         print_json(&r)?;
     } else {
+        if let Some(x) = &r.resumed {
+            println!("{}: {}", t.name, x.describe());
+        }
         println!("restored {} from snapshot {}", t.name, args.snapshot);
         println!(
             "safety snapshot of the previous state: {}",
