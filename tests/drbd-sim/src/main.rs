@@ -488,6 +488,7 @@ fn drbdadm(env: Env, args: &[String]) -> Out {
         "connect",
         "disconnect",
         "adjust",
+        "outdate",
         "status",
         "role",
         "dstate",
