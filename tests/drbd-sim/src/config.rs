@@ -23,11 +23,36 @@ pub struct HostSection {
     pub node_id: Option<u32>,
 }
 
+/// The `fencing` policy (drbd.conf(5): `disk` section in 8.4, `net` section in 9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Fencing {
+    #[default]
+    DontCare,
+    ResourceOnly,
+    ResourceAndStonith,
+}
+
+impl Fencing {
+    fn parse(s: &str) -> Option<Fencing> {
+        match s {
+            "dont-care" => Some(Fencing::DontCare),
+            "resource-only" => Some(Fencing::ResourceOnly),
+            "resource-and-stonith" | "stonith" => Some(Fencing::ResourceAndStonith),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resource {
     pub name: String,
     /// Host sections in the order the dump lists them.
     pub hosts: Vec<(String, HostSection)>,
+    /// From the resource's `disk`/`net` section, else `common`'s.
+    pub fencing: Fencing,
+    /// `handlers { fence-peer "CMD"; }` (resource, else common): a `/bin/sh -c` string.
+    pub fence_peer: Option<String>,
+    pub unfence_peer: Option<String>,
 }
 
 impl Resource {
@@ -69,15 +94,39 @@ impl Config {
     }
 }
 
+/// The kernel version drbd-utils is told to assume for an 8.4 config: its drbdadm then
+/// parses with the 8.4 grammar (`disk { fencing ...; }`), as it does on an 8.4 kernel.
+pub const OVERRIDE_84: (&str, &str) = ("DRBD_DRIVER_VERSION_OVERRIDE", "8.4.11");
+
+/// `REAL -c FILE dump ARGS`. With `v84`, a config the 9 grammar rejects is parsed again
+/// with the 8.4 grammar (drbd-utils dispatches to drbdadm-84 on an 8.4 kernel).
+pub fn dump(
+    real_drbdadm: &Path,
+    conf: &Path,
+    args: &[String],
+    v84: bool,
+) -> Result<(Option<i32>, String, String), String> {
+    let run = |override84: bool| {
+        let mut c = Command::new(real_drbdadm);
+        c.arg("-c").arg(conf).arg("dump").args(args);
+        if override84 {
+            c.env(OVERRIDE_84.0, OVERRIDE_84.1);
+        }
+        run_with_timeout(&mut c, DUMP_TIMEOUT)
+    };
+    let out = run(false)?;
+    if out.0 != Some(0) && v84 {
+        let again = run(true)?;
+        if again.0 == Some(0) {
+            return Ok(again);
+        }
+    }
+    Ok(out)
+}
+
 /// Runs `REAL -c FILE dump all` with a timeout and parses its output.
-pub fn load(real_drbdadm: &Path, conf: &Path) -> Result<Config, String> {
-    let out = run_with_timeout(
-        Command::new(real_drbdadm)
-            .arg("-c")
-            .arg(conf)
-            .args(["dump", "all"]),
-        DUMP_TIMEOUT,
-    )?;
+pub fn load(real_drbdadm: &Path, conf: &Path, v84: bool) -> Result<Config, String> {
+    let out = dump(real_drbdadm, conf, &["all".to_string()], v84)?;
     if out.0 != Some(0) {
         return Err(format!(
             "'{} -c {} dump all' failed (exit {:?}): {}",
@@ -144,7 +193,19 @@ pub fn parse_dump(text: &str) -> Result<Config, String> {
     let mut stack: Vec<String> = Vec::new();
     let mut cur_res: Option<Resource> = None;
     let mut cur_host: Option<(String, PartialHost)> = None;
+    let mut common = Options::default();
+    let mut opts = Options::default();
     for (lineno, raw) in text.lines().enumerate() {
+        // Handler strings may contain '#': options are read before comments are cut.
+        let in_common = stack.first().map(String::as_str) == Some("common");
+        let in_res = stack.first().map(String::as_str) == Some("resource");
+        if (in_common || in_res) && !raw.trim_end().ends_with('{') && raw.trim() != "}" {
+            let target = if in_common { &mut common } else { &mut opts };
+            let inner = stack.last().map(String::as_str).unwrap_or("");
+            target
+                .statement(inner, raw.trim())
+                .map_err(|e| format!("dump line {}: {e}", lineno + 1))?;
+        }
         let line = raw.split('#').next().unwrap_or("").trim();
         if line.is_empty() {
             continue;
@@ -153,9 +214,13 @@ pub fn parse_dump(text: &str) -> Result<Config, String> {
             let words: Vec<&str> = head.split_whitespace().collect();
             match (stack.len(), words.as_slice()) {
                 (0, ["resource", name]) => {
+                    opts = Options::default();
                     cur_res = Some(Resource {
                         name: name.to_string(),
                         hosts: Vec::new(),
+                        fencing: Fencing::DontCare,
+                        fence_peer: None,
+                        unfence_peer: None,
                     })
                 }
                 (1, ["on", host]) if cur_res.is_some() => {
@@ -176,7 +241,10 @@ pub fn parse_dump(text: &str) -> Result<Config, String> {
                     }
                 }
                 (0, Some("resource")) => {
-                    if let Some(res) = cur_res.take() {
+                    if let Some(mut res) = cur_res.take() {
+                        res.fencing = opts.fencing.or(common.fencing).unwrap_or_default();
+                        res.fence_peer = opts.fence_peer.take().or(common.fence_peer.clone());
+                        res.unfence_peer = opts.unfence_peer.take().or(common.unfence_peer.clone());
                         cfg.resources.insert(res.name.clone(), res);
                     }
                 }
@@ -220,6 +288,56 @@ pub fn parse_dump(text: &str) -> Result<Config, String> {
         return Err("dump output ends inside a block".into());
     }
     Ok(cfg)
+}
+
+/// Fencing and handler options of one `resource` or of `common`.
+#[derive(Default)]
+struct Options {
+    fencing: Option<Fencing>,
+    fence_peer: Option<String>,
+    unfence_peer: Option<String>,
+}
+
+impl Options {
+    /// One statement inside block `inner` (`net`, `disk`, `handlers`, ...).
+    fn statement(&mut self, inner: &str, stmt: &str) -> Result<(), String> {
+        let (key, rest) = stmt.split_once(char::is_whitespace).unwrap_or((stmt, ""));
+        let rest = rest.trim();
+        match (inner, key) {
+            ("net" | "disk", "fencing") => {
+                let v = rest.trim_end_matches(';').trim();
+                self.fencing =
+                    Some(Fencing::parse(v).ok_or_else(|| format!("unknown fencing policy '{v}'"))?);
+            }
+            ("handlers", "fence-peer") => self.fence_peer = Some(unquote(rest)?),
+            ("handlers", "unfence-peer") => self.unfence_peer = Some(unquote(rest)?),
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// A dumped string value: `"text";` with `\"` and `\\` escapes (drbdadm_dump.c quotes
+/// handler strings).
+fn unquote(v: &str) -> Result<String, String> {
+    let v = v.trim();
+    let v = v.strip_suffix(';').unwrap_or(v).trim_end();
+    let Some(inner) = v.strip_prefix('"').and_then(|x| x.strip_suffix('"')) else {
+        return Ok(v.to_string());
+    };
+    let mut out = String::new();
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            match chars.next() {
+                Some(n) => out.push(n),
+                None => return Err(format!("bad string {v}")),
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    Ok(out)
 }
 
 fn bad(lineno: usize, raw: &str) -> String {

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 mod config;
+mod handler;
 mod host;
 mod model;
 mod render84;
@@ -193,6 +194,9 @@ struct Sim {
     env: Env,
     cfg: Config,
     st: Locked,
+    /// A drbdadm/drbdsetup invocation: runs this node's pending unfence-peer handlers when
+    /// it finishes (control commands do not).
+    helpers: bool,
 }
 
 impl Sim {
@@ -200,14 +204,110 @@ impl Sim {
         if let Some(c) = conf {
             env.conf = c;
         }
-        let cfg = config::load(&env.real_drbdadm, &env.conf)?;
+        let cfg = config::load(&env.real_drbdadm, &env.conf, env.version == Version::V84)?;
         let mut st = Locked::open(&env.state_path)?;
         if tick {
             model::tick(&mut st.state);
         }
-        let mut sim = Sim { env, cfg, st };
+        let mut sim = Sim {
+            env,
+            cfg,
+            st,
+            helpers: false,
+        };
         sim.settle();
         Ok(sim)
+    }
+
+    /// Runs a handler of `res` (`fence-peer` or `unfence-peer`) as drbdadm does, with the
+    /// state lock released meanwhile (the handler may call drbdadm on either node), then
+    /// re-reads and settles the state. None: not configured (drbdadm then returns 0).
+    fn run_handler(&mut self, res: &Resource, which: &str) -> Result<Option<i32>, String> {
+        let cmd = match which {
+            "fence-peer" => res.fence_peer.clone(),
+            _ => res.unfence_peer.clone(),
+        };
+        let Some(cmd) = cmd else {
+            return Ok(None);
+        };
+        self.settle();
+        if self.env.version == Version::V84 {
+            self.write_proc_files()?;
+        }
+        self.st.unlock()?;
+        let env = handler::env(res, &self.env.node, self.env.version, &self.env.conf);
+        let r = handler::run(&cmd, &env, handler::TIMEOUT);
+        self.st.relock()?;
+        self.settle();
+        // Killed or timed out: a broken handler, as any code the kernel does not know.
+        Ok(Some(r.unwrap_or(-1)))
+    }
+
+    /// drbd_set_role(): the promotion loop, calling fence-peer (lock released) when the
+    /// fencing policy asks for it.
+    fn promote(&mut self, res: &Resource, force: bool) -> Result<(), Failure> {
+        let node = self.env.node.clone();
+        let version = self.env.version;
+        let names = Names {
+            version,
+            res,
+            node: &node,
+        };
+        let mut p = model::Promotion {
+            force,
+            ..Default::default()
+        };
+        let mut last = None;
+        for _ in 0..model::PRIMARY_TRIES {
+            match model::primary_try(&mut self.st.state, &names, &mut p) {
+                model::Try::Done => return Ok(()),
+                model::Try::Fail(f) => return Err(f),
+                model::Try::Again => {}
+                model::Try::FencePeer(f) => {
+                    last = Some(f);
+                    let code = match self.run_handler(res, "fence-peer") {
+                        // Not defined: drbdadm runs nothing and returns 0 ("broken").
+                        Ok(c) => c.unwrap_or(0),
+                        Err(e) => {
+                            return Err(Failure {
+                                lines: format!("ctmgr-drbd-sim: {e}\n"),
+                                setup: String::new(),
+                                code: EXIT_SIM,
+                            })
+                        }
+                    };
+                    model::fence_result(&mut self.st.state, &names, Some(code), &mut p);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            names.state_failed(
+                "primary",
+                force,
+                "(-7) Refusing to be Primary while peer is not outdated",
+            )
+        }))
+    }
+
+    /// Runs (and clears) this node's pending unfence-peer calls.
+    fn run_unfence(&mut self) -> Result<(), String> {
+        let node = self.env.node.clone();
+        if self.st.state.crashed.contains(&node) {
+            return Ok(());
+        }
+        let mut due = Vec::new();
+        for r in self.cfg.for_host(&node) {
+            let nr = self.st.state.node_res(&r.name, &node);
+            if nr.unfence_pending {
+                nr.unfence_pending = false;
+                due.push(r.clone());
+            }
+        }
+        for r in due {
+            // The exit code of unfence-peer is only logged by the kernel.
+            self.run_handler(&r, "unfence-peer")?;
+        }
+        Ok(())
     }
 
     fn settle(&mut self) {
@@ -220,6 +320,12 @@ impl Sim {
     /// Settles, saves and (8.4) rewrites the /proc/drbd stand-in files.
     fn finish(mut self, mut out: Out) -> Out {
         self.settle();
+        if self.helpers {
+            if let Err(e) = self.run_unfence() {
+                out.err(format!("ctmgr-drbd-sim: {e}\n"));
+                out.code = EXIT_SIM;
+            }
+        }
         if let Err(e) = self.st.save() {
             out.err(format!("ctmgr-drbd-sim: {e}\n"));
             out.code = EXIT_SIM;
@@ -396,6 +502,7 @@ fn drbdadm(env: Env, args: &[String]) -> Out {
         "connect",
         "disconnect",
         "adjust",
+        "outdate",
         "status",
         "role",
         "dstate",
@@ -411,6 +518,7 @@ fn drbdadm(env: Env, args: &[String]) -> Out {
         Ok(s) => s,
         Err(e) => return Out::fail(EXIT_SIM, format!("ctmgr-drbd-sim: {e}\n")),
     };
+    sim.helpers = true;
     if let Some(o) = refuse_if_crashed(&sim) {
         return sim.finish(o);
     }
@@ -456,6 +564,14 @@ fn drbdadm(env: Env, args: &[String]) -> Out {
     }
     for res in &targets {
         let held = sim.env.open(res, &node);
+        if cmd == "primary" {
+            if let Err(f) = sim.promote(res, force) {
+                adm_failure(&mut out, &f);
+                return sim.finish(out);
+            }
+            sim.settle();
+            continue;
+        }
         let r = {
             let names = Names {
                 version: sim.env.version,
@@ -481,7 +597,7 @@ fn drbdadm(env: Env, args: &[String]) -> Out {
                 }
                 "up" => model::up(st, &names).map(|_| Out::default()),
                 "down" => model::down(st, &names, held).map(|_| Out::default()),
-                "primary" => model::primary(st, &names, force).map(|_| Out::default()),
+                "outdate" => model::outdate(st, &names).map(|_| Out::default()),
                 "secondary" => model::secondary(st, &names, held).map(|_| Out::default()),
                 "connect" => model::connect(st, &names, discard).map(|_| Out::default()),
                 "disconnect" => model::disconnect(st, &names).map(|_| Out::default()),
@@ -498,7 +614,7 @@ fn drbdadm(env: Env, args: &[String]) -> Out {
         }
         sim.settle();
         if matches!(cmd.as_str(), "role" | "dstate" | "cstate") {
-            match query(&sim, res, cmd) {
+            match query(&sim, res, cmd, true) {
                 Ok(text) => out.out(text),
                 Err(f) => {
                     adm_failure(&mut out, &f);
@@ -510,10 +626,20 @@ fn drbdadm(env: Env, args: &[String]) -> Out {
     sim.finish(out)
 }
 
-/// role / dstate / cstate of one resource on this node.
-fn query(sim: &Sim, res: &Resource, cmd: &str) -> Result<String, Failure> {
+/// role / dstate / cstate of one resource on this node (`adm`: as drbdadm runs it).
+fn query(sim: &Sim, res: &Resource, cmd: &str, adm: bool) -> Result<String, Failure> {
     let v = sim.view(&res.name);
     let names = sim.names(res);
+    let me = sim.st.state.get(&res.name, &sim.env.node);
+    if !v.up && adm && cmd == "dstate" && sim.env.version == Version::V84 && me.md {
+        // drbdadm-84 falls back to `drbdmeta dstate`: the meta data cannot tell UpToDate
+        // from Consistent (the capture's BONUS B0).
+        let d = match me.disk {
+            Disk::UpToDate => Disk::Consistent,
+            d => d,
+        };
+        return Ok(format!("{}\n", d.as_str()));
+    }
     if !v.up {
         let lines = match (sim.env.version, cmd) {
             (Version::V9, "role") => format!("{}: Unknown resource\n", res.name),
@@ -587,9 +713,7 @@ fn status_cmd(
 }
 
 fn delegate_dump(env: &Env, conf: &Path, rest: &[String]) -> Out {
-    let mut cmd = std::process::Command::new(&env.real_drbdadm);
-    cmd.arg("-c").arg(conf).arg("dump").args(rest);
-    match config::run_with_timeout(&mut cmd, std::time::Duration::from_secs(10)) {
+    match config::dump(&env.real_drbdadm, conf, rest, env.version == Version::V84) {
         Ok((code, so, se)) => {
             let mut o = Out::default();
             o.out(so);
@@ -645,6 +769,7 @@ fn drbdsetup(env: Env, args: &[String]) -> Out {
         Ok(s) => s,
         Err(e) => return Out::fail(EXIT_SIM, format!("ctmgr-drbd-sim: {e}\n")),
     };
+    sim.helpers = true;
     if let Some(o) = refuse_if_crashed(&sim) {
         return sim.finish(o);
     }
@@ -715,9 +840,11 @@ fn drbdsetup(env: Env, args: &[String]) -> Out {
             };
             let held = sim.env.open(&res, &node);
             let r = if matches!(cmd.as_str(), "role" | "dstate" | "cstate") {
-                query(&sim, &res, &cmd).map(|t| {
+                query(&sim, &res, &cmd, false).map(|t| {
                     out.out(t);
                 })
+            } else if cmd == "primary" {
+                sim.promote(&res, flags.contains(&"--force"))
             } else {
                 let names = Names {
                     version: sim.env.version,
@@ -726,7 +853,6 @@ fn drbdsetup(env: Env, args: &[String]) -> Out {
                 };
                 let st = &mut sim.st.state;
                 match cmd.as_str() {
-                    "primary" => model::primary(st, &names, flags.contains(&"--force")),
                     "secondary" => model::secondary(st, &names, held),
                     "down" => model::down(st, &names, held),
                     "connect" => model::connect(st, &names, flags.contains(&"--discard-my-data")),
@@ -748,6 +874,44 @@ fn drbdsetup(env: Env, args: &[String]) -> Out {
     sim.finish(out)
 }
 
+/// `ping-timeout NODE`: the fence-peer call of a Primary that lost its peer (the capture's
+/// STEP 7b, ~9.5 s after the cut). The handler runs from this process, so in NODE's
+/// namespaces when the command is run inside NODE.
+fn ping_timeout(mut sim: Sim, node: &str) -> Out {
+    let mut out = Out::default();
+    if sim.st.state.crashed.contains(node) {
+        return sim.finish(Out::fail(
+            2,
+            format!("ctmgr-drbd-sim: node {node} is crashed\n"),
+        ));
+    }
+    sim.env.node = node.to_string();
+    let due: Vec<Resource> = model::ping_timeout_candidates(&sim.st.state, &sim.cfg, node)
+        .into_iter()
+        .cloned()
+        .collect();
+    for res in due {
+        let code = match sim.run_handler(&res, "fence-peer") {
+            Ok(c) => c.unwrap_or(0),
+            Err(e) => return sim.finish(Out::fail(EXIT_SIM, format!("ctmgr-drbd-sim: {e}\n"))),
+        };
+        // Re-check: the link may be back, or the node demoted, while the handler ran.
+        let still = model::ping_timeout_candidates(&sim.st.state, &sim.cfg, node)
+            .iter()
+            .any(|r| r.name == res.name);
+        if still {
+            let names = Names {
+                version: sim.env.version,
+                res: &res,
+                node,
+            };
+            model::apply_fence_code(&mut sim.st.state, &names, Some(code));
+        }
+        out.out(format!("{} {code}\n", res.name));
+    }
+    sim.finish(out)
+}
+
 const CONTROL_USAGE: &str = "usage: ctmgr-drbd-sim COMMAND
   crash NODE                 NODE's resources vanish (its Primary is gone)
   revive NODE                NODE may run 'drbdadm up' again
@@ -755,6 +919,9 @@ const CONTROL_USAGE: &str = "usage: ctmgr-drbd-sim COMMAND
   set-disk NODE RES STATE    force a disk state (UpToDate, Outdated, Inconsistent, ...)
   set-stats NODE RES K:V...  set /proc/drbd counters (ns nr dw dr al bm lo pe ua ap ep)
   tick                       count one invocation (advance handshakes and resyncs)
+  ping-timeout NODE          DRBD's ping timeout on NODE (run it inside NODE): its kernel
+                             calls fence-peer for each resource it is Primary of, not
+                             connected, peer not known outdated; prints 'RES EXIT' lines
   show                       print the shared state as JSON
 ";
 
@@ -765,7 +932,9 @@ fn control(env: Env, args: &[String]) -> Out {
     };
     let valid = matches!(
         (cmd, a.len()),
-        ("crash" | "revive", 2) | ("cut-link" | "heal-link" | "tick" | "show", 1) | ("set-disk", 4)
+        ("crash" | "revive" | "ping-timeout", 2)
+            | ("cut-link" | "heal-link" | "tick" | "show", 1)
+            | ("set-disk", 4)
     ) || (cmd == "set-stats" && a.len() >= 4);
     if !valid {
         return Out::fail(2, CONTROL_USAGE);
@@ -782,7 +951,11 @@ fn control(env: Env, args: &[String]) -> Out {
             .values()
             .any(|r| r.hosts.iter().any(|(h, _)| h == n))
     };
-    if matches!(cmd, "crash" | "revive" | "set-disk" | "set-stats") && !known_node(&sim, a[1]) {
+    if matches!(
+        cmd,
+        "crash" | "revive" | "set-disk" | "set-stats" | "ping-timeout"
+    ) && !known_node(&sim, a[1])
+    {
         return sim.finish(Out::fail(
             2,
             format!("ctmgr-drbd-sim: unknown node '{}'\n", a[1]),
@@ -800,6 +973,7 @@ fn control(env: Env, args: &[String]) -> Out {
             let cfg = sim.cfg.clone();
             model::revive(&mut sim.st.state, &cfg, a[1]);
         }
+        "ping-timeout" => return ping_timeout(sim, a[1]),
         "cut-link" => sim.st.state.link_cut = true,
         "heal-link" => sim.st.state.link_cut = false,
         "set-disk" => match Disk::parse(a[3]) {

@@ -16,7 +16,7 @@
 //!   [`crate::sync::RESYNC_DONE_STEP`] steps (see `sync.rs`); Outdated next to UpToDate
 //!   becomes UpToDate at once (a bitmap-based resync of the few changed blocks).
 
-use crate::config::{Config, Resource};
+use crate::config::{Config, Fencing, Resource};
 use crate::state::{Disk, NodeRes, Progress, ResState, Resync, Role, State, Stats};
 use crate::sync::RESYNC_DONE_STEP;
 
@@ -74,6 +74,7 @@ pub fn settle(
             sizes,
             crashed_a || crashed_b || link_cut,
             step_ms,
+            res.fencing != Fencing::DontCare,
         );
     }
 }
@@ -84,6 +85,7 @@ fn settle_one(
     (size_a, size_b): (u64, u64),
     blocked: bool,
     step_ms: u64,
+    fencing: bool,
 ) {
     let na = r.nodes.entry(a.to_string()).or_default().clone();
     let nb = r.nodes.entry(b.to_string()).or_default().clone();
@@ -100,6 +102,13 @@ fn settle_one(
         return;
     }
     if !r.connected {
+        // A reconnect after exactly one side moved on: that side is the source of a
+        // (bitmap) resync, which the sim completes at once (see below).
+        let bitmap_source = match (na.primary_while_disconnected, nb.primary_while_disconnected) {
+            (true, false) => Some(a),
+            (false, true) => Some(b),
+            _ => None,
+        };
         let diverged = na.primary_while_disconnected
             || nb.primary_while_disconnected
             || na.discard_my_data
@@ -132,6 +141,21 @@ fn settle_one(
             n.primary_while_disconnected = false;
             n.discard_my_data = false;
             n.split_brain = false;
+            // Connected: the peer's real disk state is known again.
+            n.pdsk = None;
+        }
+        // DRBD calls unfence-peer on a SyncSource once the resync is done and both
+        // disks are UpToDate (drbd_resync_finished). A full resync does it below.
+        if let (true, Some(src)) = (fencing, bitmap_source) {
+            let other = if src == a { b } else { a };
+            let both_usable = r.nodes[src].disk == Disk::UpToDate
+                && matches!(
+                    r.nodes[other].disk,
+                    Disk::UpToDate | Disk::Outdated | Disk::Consistent
+                );
+            if both_usable {
+                r.nodes.get_mut(src).expect("node entry").unfence_pending = true;
+            }
         }
     }
     let da = r.nodes[a].disk;
@@ -171,6 +195,11 @@ fn settle_one(
                 t.disk = Disk::UpToDate;
                 t.stats.nr += total;
                 t.stats.dw += total;
+            }
+            if fencing {
+                if let Some(n) = r.nodes.get_mut(&s.source) {
+                    n.unfence_pending = true;
+                }
             }
         }
     }
@@ -244,6 +273,14 @@ impl Names<'_> {
             lines: format!("{}: State change failed: {text}\n", self.obj()),
             setup: self.setup(cmd, force),
             code: 11,
+        }
+    }
+
+    /// SS_NO_UP_TO_DATE_DISK: drbdsetup exits 17 for it (print_config_error()).
+    pub fn no_uptodate(&self, cmd: &str, force: bool) -> Failure {
+        Failure {
+            code: 17,
+            ..self.state_failed(cmd, force, "(-2) Need access to UpToDate data")
         }
     }
 
@@ -360,8 +397,12 @@ pub fn down(state: &mut State, n: &Names, held_open: bool) -> Result<(), Failure
     if cur.role == Role::Primary && held_open {
         return Err(n.state_failed("down", false, "(-12) Device is held open by someone"));
     }
+    // down demotes, then disconnects: a Secondary leaving a Primary outdates itself.
+    state.node_res(&n.res.name, n.node).role = Role::Secondary;
+    graceful_disconnect_fencing(state, n);
     let nr = state.node_res(&n.res.name, n.node);
     nr.up = false;
+    nr.pdsk = None;
     nr.role = Role::Secondary;
     nr.standalone = false;
     nr.split_brain = false;
@@ -379,38 +420,212 @@ fn peer_view(state: &State, n: &Names) -> Option<(bool, NodeRes)> {
     Some((connected, state.get(&n.res.name, peer)))
 }
 
-pub fn primary(state: &mut State, n: &Names, force: bool) -> Result<(), Failure> {
+/// How many times drbd_set_role() tries a promotion (and so may call fence-peer).
+pub const PRIMARY_TRIES: u32 = 4;
+
+/// One promotion in progress: what the kernel's retry loop has decided so far
+/// (drbd_set_role() in 8.4 drbd_nl.c; DRBD 9 follows the same steps).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Promotion {
+    pub force: bool,
+    /// `--force` made the local disk UpToDate ("Forced to consider local data as UpToDate!").
+    pub forced_disk: bool,
+    /// `--force` after a failed fence-peer: the peer counts as Outdated ("Forced into split
+    /// brain situation!").
+    pub forced_pdsk: bool,
+}
+
+/// The result of one try of the promotion loop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Try {
+    /// Promoted (or was Primary already).
+    Done,
+    /// Refused; the last failure.
+    Fail(Failure),
+    /// Try again (the promotion changed what it asks for).
+    Again,
+    /// The fence-peer handler must run (with the state lock released); then apply its
+    /// exit code with [`fence_result`] and try again. `Fail` is what the caller reports
+    /// if no try is left.
+    FencePeer(Failure),
+}
+
+/// One try of drbd_set_role(). Pure; the caller loops at most [`PRIMARY_TRIES`] times.
+pub fn primary_try(state: &mut State, n: &Names, p: &mut Promotion) -> Try {
     let cur = state.get(&n.res.name, n.node);
     if !cur.up {
-        return Err(n.not_up("primary", force));
+        return Try::Fail(n.not_up("primary", p.force));
     }
     if cur.role == Role::Primary {
-        return Ok(());
+        return Try::Done;
     }
     let peer = peer_view(state, n);
     let connected = peer.as_ref().map(|p| p.0).unwrap_or(false);
-    if let Some((true, p)) = &peer {
-        if p.role == Role::Primary {
-            return Err(n.state_failed(
+    if let Some((true, peer)) = &peer {
+        if peer.role == Role::Primary {
+            return Try::Fail(n.state_failed(
                 "primary",
-                force,
+                p.force,
                 "(-1) Multiple primaries not allowed by config",
             ));
         }
     }
-    if cur.disk != Disk::UpToDate && !force {
-        return Err(n.state_failed("primary", force, "(-2) Need access to UpToDate data"));
+    let disk = if p.forced_disk {
+        Disk::UpToDate
+    } else {
+        cur.disk
+    };
+    let fencing = n.res.fencing != Fencing::DontCare;
+    // is_valid_state(): no UpToDate data first, then the fencing policy's demand.
+    if disk != Disk::UpToDate && !connected {
+        if p.force {
+            p.forced_disk = true;
+            return Try::Again;
+        }
+        if fencing && disk == Disk::Consistent && !p.forced_pdsk && cur.pdsk.is_none() {
+            return Try::FencePeer(n.no_uptodate("primary", p.force));
+        }
+        return Try::Fail(n.no_uptodate("primary", p.force));
     }
-    let forced_new_data = cur.disk != Disk::UpToDate;
+    if disk != Disk::UpToDate && connected && !p.force {
+        return Try::Fail(n.no_uptodate("primary", p.force));
+    }
+    let peer_unknown = !matches!(cur.pdsk, Some(Disk::Outdated | Disk::Inconsistent));
+    if fencing && !connected && peer_unknown && !p.forced_pdsk {
+        return Try::FencePeer(n.state_failed(
+            "primary",
+            p.force,
+            "(-7) Refusing to be Primary while peer is not outdated",
+        ));
+    }
+    let forced_new_data = disk != cur.disk || (cur.disk != Disk::UpToDate && p.force);
     let nr = state.node_res(&n.res.name, n.node);
     nr.role = Role::Primary;
     nr.disk = Disk::UpToDate;
+    if p.forced_pdsk && !connected {
+        nr.pdsk = Some(Disk::Outdated);
+    }
     if forced_new_data && connected {
         if let Some((peer, _)) = n.res.peer_of(n.node) {
             state.node_res(&n.res.name, peer).disk = Disk::Inconsistent;
         }
     }
-    Ok(())
+    Try::Done
+}
+
+/// Applies a fence-peer exit code as conn_try_outdate_peer() does; returns whether the
+/// peer now counts as outdated (pdsk Outdated or worse). `force` (after a failure) makes
+/// the next try treat the peer as Outdated. A result that arrives after the link came
+/// back is ignored ("Ignoring fence-peer exit code").
+pub fn fence_result(state: &mut State, n: &Names, code: Option<i32>, p: &mut Promotion) -> bool {
+    let cur = state.get(&n.res.name, n.node);
+    let connected = peer_view(state, n).map(|p| p.0).unwrap_or(false);
+    let ok = if connected || !cur.up {
+        false
+    } else {
+        apply_fence_code(state, n, code)
+    };
+    if !ok && p.force {
+        p.forced_pdsk = true;
+    }
+    ok
+}
+
+/// The state change of a fence-peer exit code on an unconnected node (3: peer
+/// Inconsistent, 4 and 7: peer Outdated, 5: peer Outdated when this disk is UpToDate,
+/// 6: this disk Outdated unless Primary, anything else: nothing). Returns whether the
+/// peer counts as outdated.
+pub fn apply_fence_code(state: &mut State, n: &Names, code: Option<i32>) -> bool {
+    let nr = state.node_res(&n.res.name, n.node);
+    match code {
+        Some(3) => nr.pdsk = Some(Disk::Inconsistent),
+        Some(4 | 7) => nr.pdsk = Some(Disk::Outdated),
+        Some(5) if nr.disk == Disk::UpToDate => nr.pdsk = Some(Disk::Outdated),
+        // A Primary cannot be outdated: that state change fails and nothing changes.
+        Some(6)
+            if nr.role == Role::Secondary
+                && matches!(nr.disk, Disk::Outdated | Disk::Consistent | Disk::UpToDate) =>
+        {
+            nr.disk = Disk::Outdated
+        }
+        _ => {}
+    }
+    matches!(nr.pdsk, Some(Disk::Outdated | Disk::Inconsistent))
+}
+
+/// Resources where `node` is Primary, not connected, with a fencing policy and the peer
+/// not known outdated: DRBD's ping timeout makes the kernel call fence-peer for them.
+pub fn ping_timeout_candidates<'a>(
+    state: &State,
+    cfg: &'a Config,
+    node: &str,
+) -> Vec<&'a Resource> {
+    cfg.for_host(node)
+        .into_iter()
+        .filter(|r| r.fencing != Fencing::DontCare)
+        .filter(|r| {
+            let me = state.get(&r.name, node);
+            let connected = state.resources.get(&r.name).is_some_and(|x| x.connected);
+            me.up
+                && me.role == Role::Primary
+                && !connected
+                && !matches!(me.pdsk, Some(Disk::Outdated | Disk::Inconsistent))
+        })
+        .collect()
+}
+
+/// `drbdadm outdate` (adm_outdate(): `drbdsetup outdate`, on exit 5 or when the minor is not
+/// configured `drbdmeta outdate`). The Failure carries what drbdadm prints and its exit.
+pub fn outdate(state: &mut State, n: &Names) -> Result<(), Failure> {
+    let cur = state.get(&n.res.name, n.node);
+    if !cur.up {
+        // drbdmeta on the unattached disk: the meta data flags say Outdated.
+        if !cur.md {
+            return Err(Failure {
+                lines: "ctmgr-drbd-sim: no meta data to outdate (create-md first)\n".into(),
+                setup: String::new(),
+                code: 20,
+            });
+        }
+        let nr = state.node_res(&n.res.name, n.node);
+        if matches!(nr.disk, Disk::UpToDate | Disk::Consistent) {
+            nr.disk = Disk::Outdated;
+        }
+        return Ok(());
+    }
+    let connected = peer_view(state, n).map(|p| p.0).unwrap_or(false);
+    if connected {
+        // Connected: Outdated vanishes at once (sanitize_state()), a silent no-op. (Real 8.4
+        // makes a connected *Inconsistent* disk UpToDate here; the sim leaves it.)
+        return Ok(());
+    }
+    match cur.disk {
+        Disk::UpToDate | Disk::Consistent | Disk::Outdated if cur.role == Role::Primary => {
+            // SS_NO_UP_TO_DATE_DISK: drbdadm returns 17 and prints nothing.
+            Err(Failure {
+                lines: String::new(),
+                setup: String::new(),
+                code: 17,
+            })
+        }
+        Disk::UpToDate | Disk::Consistent | Disk::Outdated => {
+            state.node_res(&n.res.name, n.node).disk = Disk::Outdated;
+            Ok(())
+        }
+        // SS_LOWER_THAN_OUTDATED (exit 5): drbdadm retries with drbdmeta, which refuses an
+        // attached device; drbdadm then exits 5.
+        Disk::Inconsistent | Disk::Diskless => {
+            let what = "outdate";
+            let mut f = n.configured(what);
+            f.lines = format!(
+                "{}Command '{}' terminated with exit code {}\n",
+                f.lines, f.setup, f.code
+            );
+            f.setup = String::new();
+            f.code = 5;
+            Err(f)
+        }
+    }
 }
 
 pub fn secondary(state: &mut State, n: &Names, held_open: bool) -> Result<(), Failure> {
@@ -462,10 +677,40 @@ pub fn disconnect(state: &mut State, n: &Names) -> Result<(), Failure> {
     if !cur.up {
         return Err(n.not_up("disconnect", false));
     }
+    graceful_disconnect_fencing(state, n);
     let nr = state.node_res(&n.res.name, n.node);
     nr.standalone = true;
     nr.discard_my_data = false;
     Ok(())
+}
+
+/// A clean disconnect of a connected Primary/Secondary pair under a fencing policy
+/// (conn_try_disconnect()): the Secondary's disk becomes Outdated and the Primary records
+/// pdsk Outdated, whichever side disconnects; no handler runs. Disks below Outdated stay.
+fn graceful_disconnect_fencing(state: &mut State, n: &Names) {
+    if n.res.fencing == Fencing::DontCare {
+        return;
+    }
+    let Some((true, peer)) = peer_view(state, n) else {
+        return;
+    };
+    let Some((peer_name, _)) = n.res.peer_of(n.node) else {
+        return;
+    };
+    let me = state.get(&n.res.name, n.node);
+    let (sec, pri) = match (me.role, peer.role) {
+        (Role::Secondary, Role::Primary) => (n.node, peer_name),
+        (Role::Primary, Role::Secondary) => (peer_name, n.node),
+        _ => return,
+    };
+    let s = state.node_res(&n.res.name, sec);
+    if matches!(s.disk, Disk::UpToDate | Disk::Consistent) {
+        s.disk = Disk::Outdated;
+    }
+    let sec_disk = s.disk;
+    if sec_disk == Disk::Outdated {
+        state.node_res(&n.res.name, pri).pdsk = Some(Disk::Outdated);
+    }
 }
 
 /// `adjust`: make the kernel match the config: bring up what is down, reconnect what the

@@ -125,6 +125,15 @@ pub struct NodeRes {
     /// `connect --discard-my-data` was given: lose a split-brain handshake.
     pub discard_my_data: bool,
     pub stats: Stats,
+    /// What this node's kernel recorded about the peer's disk while not connected
+    /// (`pdsk`): Outdated or Inconsistent after fencing, None = DUnknown. Cleared when
+    /// the link is up again (then the peer's real disk shows).
+    #[serde(default)]
+    pub pdsk: Option<Disk>,
+    /// A resync with this node as source finished under a fencing policy: DRBD calls
+    /// `unfence-peer` here (run by the next drbdadm/drbdsetup invocation on this node).
+    #[serde(default)]
+    pub unfence_pending: bool,
 }
 
 /// A transition that completes after a number of command invocations or wall time.
@@ -206,7 +215,7 @@ pub fn now_ms() -> u64 {
 /// The state file held under its lock; dropping it releases the lock.
 pub struct Locked {
     path: PathBuf,
-    _lock: File,
+    lock: File,
     pub state: State,
 }
 
@@ -221,43 +230,69 @@ impl Locked {
             .write(true)
             .open(&lock_path)
             .map_err(|e| format!("cannot open lock {}: {e}", lock_path.display()))?;
-        let start = Instant::now();
-        loop {
-            match lock.try_lock() {
-                Ok(()) => break,
-                Err(fs::TryLockError::WouldBlock) if start.elapsed() < LOCK_TIMEOUT => {
-                    std::thread::sleep(Duration::from_millis(10))
-                }
-                Err(fs::TryLockError::WouldBlock) => {
-                    return Err(format!(
-                        "state lock {} still held after {}s",
-                        lock_path.display(),
-                        LOCK_TIMEOUT.as_secs()
-                    ))
-                }
-                Err(fs::TryLockError::Error(e)) => {
-                    return Err(format!("cannot lock {}: {e}", lock_path.display()))
-                }
-            }
-        }
-        let state = match fs::read_to_string(path) {
-            Ok(s) if s.trim().is_empty() => State::default(),
-            Ok(s) => serde_json::from_str(&s)
-                .map_err(|e| format!("corrupt state file {}: {e}", path.display()))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
-            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
-        };
+        acquire(&lock, &lock_path)?;
+        let state = read_state(path)?;
         Ok(Locked {
             path: path.to_path_buf(),
-            _lock: lock,
+            lock,
             state,
         })
+    }
+
+    /// Saves the state and releases the lock (while a handler runs that may call the
+    /// sim itself). Until [`Locked::relock`], `state` is a stale copy.
+    pub fn unlock(&mut self) -> Result<(), String> {
+        self.save()?;
+        self.lock
+            .unlock()
+            .map_err(|e| format!("cannot unlock {}: {e}", lock_path(&self.path).display()))
+    }
+
+    /// Takes the lock again and re-reads the state others may have changed meanwhile.
+    pub fn relock(&mut self) -> Result<(), String> {
+        acquire(&self.lock, &lock_path(&self.path))?;
+        self.state = read_state(&self.path)?;
+        Ok(())
     }
 
     /// Writes the state atomically (temp file, fsync, rename).
     pub fn save(&self) -> Result<(), String> {
         let text = serde_json::to_string_pretty(&self.state).map_err(|e| e.to_string())?;
         write_atomic(&self.path, text.as_bytes())
+    }
+}
+
+/// Takes the exclusive flock, waiting at most [`LOCK_TIMEOUT`].
+fn acquire(lock: &File, lock_path: &Path) -> Result<(), String> {
+    let start = Instant::now();
+    loop {
+        match lock.try_lock() {
+            Ok(()) => break,
+            Err(fs::TryLockError::WouldBlock) if start.elapsed() < LOCK_TIMEOUT => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(format!(
+                    "state lock {} still held after {}s",
+                    lock_path.display(),
+                    LOCK_TIMEOUT.as_secs()
+                ))
+            }
+            Err(fs::TryLockError::Error(e)) => {
+                return Err(format!("cannot lock {}: {e}", lock_path.display()))
+            }
+        }
+    }
+    Ok(())
+}
+
+fn read_state(path: &Path) -> Result<State, String> {
+    match fs::read_to_string(path) {
+        Ok(s) if s.trim().is_empty() => Ok(State::default()),
+        Ok(s) => serde_json::from_str(&s)
+            .map_err(|e| format!("corrupt state file {}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
     }
 }
 

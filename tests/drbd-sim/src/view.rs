@@ -126,7 +126,12 @@ pub fn view(ctx: &Ctx, res: &Resource, node: &str) -> View {
         conn,
         repl,
         peer_role: connected.then_some(other.role),
-        peer_disk: connected.then_some(other.disk),
+        // Not connected: what this kernel recorded (fencing), else DUnknown.
+        peer_disk: if connected {
+            Some(other.disk)
+        } else {
+            me.pdsk.filter(|_| me.up)
+        },
         size_kb,
         oos,
         stats,

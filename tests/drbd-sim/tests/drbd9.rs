@@ -115,10 +115,10 @@ fn primary_needs_uptodate_data_unless_forced() {
     let r = lab.sim("node1", &["set-disk", "node2", "r0", "Outdated"]);
     assert_eq!(r.code, 0, "{}", r.out);
     let r = lab.run("node2", &["drbdadm", "primary", "r0"]);
-    assert_eq!(r.code, 11);
+    assert_eq!(r.code, 17);
     assert_eq!(
         r.out,
-        "r0: State change failed: (-2) Need access to UpToDate data\nCommand 'drbdsetup primary r0' terminated with exit code 11\n"
+        "r0: State change failed: (-2) Need access to UpToDate data\nCommand 'drbdsetup primary r0' terminated with exit code 17\n"
     );
     lab.ok("node2", &["drbdadm", "primary", "--force", "r0"]);
     assert_eq!(

@@ -329,6 +329,32 @@ impl Lab {
         }
     }
 
+    /// DRBD's ping timeout on node `n` after a cut link (the capture's STEP 7b, ~9.5 s after
+    /// the cut on real DRBD): the stand-in runs, inside node `n` (its PATH, network and
+    /// config), the fence-peer handler of every resource `n` is Primary of while not
+    /// connected and the peer not known outdated, and records the result (4/5/7: peer
+    /// Outdated). Returns (resource, handler exit) per call; -1 = killed or timed out.
+    /// [`Lab::cut_link`] does not do this by itself.
+    pub fn ping_timeout(&self, n: usize) -> Result<Vec<(String, i32)>> {
+        let node = self.node_checked(n)?;
+        // The handler has 120 s in the stand-in; leave it that and a margin.
+        let out = node
+            .cmd_timeout(
+                &["ctmgr-drbd-sim", "ping-timeout", node.name()],
+                Duration::from_secs(150),
+            )
+            .check()?;
+        let mut calls = Vec::new();
+        for line in out.stdout.lines() {
+            let (res, code) = line
+                .split_once(' ')
+                .and_then(|(r, c)| Some((r.to_string(), c.trim().parse::<i32>().ok()?)))
+                .with_context(|| format!("ctmgr-drbd-sim ping-timeout printed {line:?}"))?;
+            calls.push((res, code));
+        }
+        Ok(calls)
+    }
+
     /// Heals the peer link. Panics on failure.
     #[track_caller]
     pub fn heal_link(&self) {
