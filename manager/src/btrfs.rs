@@ -17,8 +17,25 @@ fn err(op: &'static str, path: &Path, e: impl std::fmt::Debug) -> BtrfsError {
     BtrfsError {
         op,
         path: path.to_path_buf(),
-        message: format!("{e:?}"),
+        message: explain(path, &format!("{e:?}")),
     }
+}
+
+/// libbtrfsutil answers a missing path with its own error names
+/// (`StatfsFailed`, `OpenFailed`); say what is missing instead.
+fn explain(path: &Path, raw: &str) -> String {
+    let missing = |p: &Path| matches!(std::fs::symlink_metadata(p), Err(e) if e.kind() == std::io::ErrorKind::NotFound);
+    if !missing(path) {
+        return raw.to_string();
+    }
+    if path.file_name() == Some(std::ffi::OsStr::new("rootfs")) {
+        return format!("rootfs missing at {} ({raw})", path.display());
+    }
+    let what = match path.parent() {
+        Some(parent) if missing(parent) => format!("{} does not exist", parent.display()),
+        _ => format!("{} does not exist", path.display()),
+    };
+    format!("{what} ({raw})")
 }
 
 /// Creates an empty subvolume at `path`.
@@ -70,4 +87,24 @@ pub fn uuids(path: &Path) -> Result<(String, Option<String>), BtrfsError> {
 /// Whether `path` is the root of a Btrfs subvolume.
 pub fn is_subvolume(path: &Path) -> bool {
     Subvolume::is_subvolume(path).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// UX: a missing rootfs read "StatfsFailed".
+    #[test]
+    fn a_missing_rootfs_is_named_not_statfs_failed() {
+        let d = tempfile::tempdir().unwrap();
+        let rootfs = d.path().join("containers/web/rootfs");
+        let e = snapshot(&rootfs, &d.path().join("snap"), true).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains(&format!("rootfs missing at {}", rootfs.display())),
+            "{text}"
+        );
+        let e = delete_subvolume(&d.path().join("gone/data")).unwrap_err();
+        assert!(e.to_string().contains("gone does not exist"), "{e}");
+    }
 }

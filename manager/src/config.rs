@@ -1167,6 +1167,11 @@ fn build_stores(
     let mut minors = Seen::new();
     let mut ports = Seen::new();
     let mut stores = Vec::new();
+    // (mountpoint, owner, line) of the stores so far, for nesting.
+    let mut placed: Vec<(PathBuf, String, usize)> = Vec::new();
+    // (store index, key, span) of each explicit replica_dir, checked once
+    // every store is known (it may name a later one).
+    let mut replica_dirs: Vec<(usize, String, Range<usize>)> = Vec::new();
     for (i, spanned) in raw.into_iter().enumerate() {
         let k = format!("store[{i}]");
         let s = spanned.into_inner();
@@ -1214,6 +1219,29 @@ fn build_stores(
             &owner,
             "mountpoint",
         )?;
+        // Nested stores: mounting one hides (or is hidden by) the other, and
+        // a container path would belong to two stores at once.
+        let mp = s.mountpoint.get_ref();
+        if let Some((other_mp, other, line)) = placed
+            .iter()
+            .find(|(o, _, _)| mp.starts_with(o) || o.starts_with(mp))
+        {
+            let how = if mp.starts_with(other_mp) {
+                "inside"
+            } else {
+                "around"
+            };
+            return Err(ctx.err(
+                s.mountpoint.span(),
+                key("mountpoint"),
+                format!(
+                    "{:?} is {how} {:?}, the mountpoint of {other} (line {line}); store mountpoints must not nest",
+                    mp.display().to_string(),
+                    other_mp.display().to_string()
+                ),
+            ));
+        }
+        placed.push((mp.clone(), owner.clone(), ctx.line(&s.mountpoint.span())));
         ctx.check(
             s.device.span(),
             &key("device"),
@@ -1369,6 +1397,7 @@ fn build_stores(
                     "replica_dir is this store's own lxcpath; replicas would overwrite the originals",
                 ));
             }
+            replica_dirs.push((i, key("replica_dir"), dir.span()));
         }
 
         stores.push(Store {
@@ -1384,7 +1413,38 @@ fn build_stores(
             replica_dir: s.replica_dir.map(Spanned::into_inner),
         });
     }
+    for (i, key, span) in replica_dirs {
+        ctx.check(span, &key, check_replica_dir(&stores, &stores[i]))?;
+    }
     Ok(stores)
+}
+
+/// An explicit `replica_dir` must lie inside a store homed on another node
+/// than `store` (safety: the peer writes there, and only into a store it
+/// mounts; never into `/etc` or the root file system).
+fn check_replica_dir(stores: &[Store], store: &Store) -> Result<(), String> {
+    let Some(dir) = &store.replica_dir else {
+        return Ok(());
+    };
+    let shown = dir.display().to_string();
+    let host = stores
+        .iter()
+        .filter(|s| dir.starts_with(&s.mountpoint))
+        .max_by_key(|s| s.mountpoint.components().count());
+    match host {
+        None => Err(format!(
+            "{shown:?} is not inside any store's mountpoint; the peer writes replicas there, so it must be a directory on a store homed on the other node (e.g. that store's lxcpath <mountpoint>/containers)"
+        )),
+        Some(h) if h.name == store.name => Err(format!(
+            "{shown:?} is inside store {:?} itself; point it at a store homed on the other node",
+            store.name
+        )),
+        Some(h) if h.home == store.home => Err(format!(
+            "{shown:?} is on store {:?}, homed on {} like store {:?} itself; replicas must live on a store homed on the other node",
+            h.name, h.home, store.name
+        )),
+        Some(_) => Ok(()),
+    }
 }
 
 /// Fails when another store already uses `value` for `what`.
@@ -1889,11 +1949,11 @@ drbd_resource = "r0"
         );
 
         // An explicit replica_dir wins.
-        let text = RUNBOOK.replace(explicit, "replica_dir = \"/srv/replicas\"\n");
+        let text = RUNBOOK.replace(explicit, "replica_dir = \"/srv/store2/replicas\"\n");
         let c = parse(&text).unwrap();
         assert_eq!(
             c.replica_dir(c.store("store1").unwrap()),
-            Some(PathBuf::from("/srv/replicas"))
+            Some(PathBuf::from("/srv/store2/replicas"))
         );
 
         // A peer that homes no store gives no default.
@@ -2605,6 +2665,75 @@ drbd_resource = "r0"
             "store[0].replica_dir",
             "not an absolute path",
         );
+    }
+
+    /// D17: the peer writes replicas into `replica_dir`; outside every
+    /// store (`/etc/...`, the root file system) it is refused at load.
+    #[test]
+    fn replica_dir_must_be_on_a_store_of_the_other_node() {
+        for outside in ["/etc/cron.d", "/srv/replicas", "/srv/store", "/"] {
+            assert_invalid(
+                &two_stores(
+                    "drbd_resource = \"r1\"\n",
+                    &format!("drbd_resource = \"r1\"\nreplica_dir = \"{outside}\"\n"),
+                ),
+                25,
+                "store[1].replica_dir",
+                "is not inside any store's mountpoint",
+            );
+        }
+        // Inside its own store (not its lxcpath) is refused too.
+        assert_invalid(
+            &base_with("replica_dir = \"/srv/store1/replicas\"\n"),
+            18,
+            "store[0].replica_dir",
+            "inside store \"store1\" itself",
+        );
+        // On a store of the same home: that store fails over with it.
+        let same_home = two_stores("home = \"node2\"", "home = \"node1\"");
+        assert_invalid(
+            &same_home.replace(
+                "drbd_resource = \"r0\"\n",
+                "drbd_resource = \"r0\"\nreplica_dir = \"/srv/store2/containers\"\n",
+            ),
+            18,
+            "store[0].replica_dir",
+            "homed on node1 like store \"store1\"",
+        );
+        // A store declared later may host it.
+        let ok = base_with(STORE2).replace(
+            "drbd_resource = \"r0\"\n",
+            "drbd_resource = \"r0\"\nreplica_dir = \"/srv/store2/replicas\"\n",
+        );
+        let c = parse(&ok).unwrap();
+        assert_eq!(
+            c.replica_dir(c.store("store1").unwrap()),
+            Some(PathBuf::from("/srv/store2/replicas"))
+        );
+    }
+
+    /// D18: one store's mountpoint inside (or around) another's.
+    #[test]
+    fn store_mountpoints_must_not_nest() {
+        let (line, _, key, message) = invalid(&two_stores("/srv/store2", "/srv/store1/sub"));
+        assert_eq!(
+            (line, key.as_str()),
+            (22, "store[1].mountpoint"),
+            "{message}"
+        );
+        assert_eq!(
+            message,
+            "\"/srv/store1/sub\" is inside \"/srv/store1\", the mountpoint of store \"store1\" (line 15); store mountpoints must not nest"
+        );
+        let (line, _, key, message) = invalid(&two_stores("/srv/store2", "/srv"));
+        assert_eq!(
+            (line, key.as_str()),
+            (22, "store[1].mountpoint"),
+            "{message}"
+        );
+        assert!(message.contains("is around \"/srv/store1\""), "{message}");
+        // A common prefix of characters is not nesting.
+        parse(&two_stores("/srv/store2", "/srv/store10")).unwrap();
     }
 
     #[test]

@@ -29,6 +29,41 @@ use crate::template::Template;
 /// The subdirectory of a container that holds LXC-style snapshots.
 pub const SNAPS_DIR: &str = "snaps";
 
+/// Written into a container directory before anything else of a `create`,
+/// removed as its very last step (D22): a container dir that still has it is
+/// a create that was interrupted. Such a container is *incomplete*: not one
+/// of the store's containers (`own_names`), never synced, started,
+/// snapshotted or started by takeover; `list` and `doctor` show it, and a
+/// rerun of the same `create` removes it and makes it again.
+pub const CREATING_MARKER: &str = ".ctmgr-creating";
+
+/// Is the container directory `dir` an interrupted create?
+pub fn is_incomplete(dir: &Path) -> bool {
+    fs::symlink_metadata(dir.join(CREATING_MARKER)).is_ok()
+}
+
+/// Names of the incomplete containers (interrupted creates) in an lxcpath.
+pub fn incomplete_names(lxcpath: &Path) -> Vec<String> {
+    let mut names: Vec<String> = match fs::read_dir(lxcpath) {
+        Ok(entries) => entries
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| crate::names::validate("container", n).is_ok())
+            .filter(|n| is_incomplete(&lxcpath.join(n)))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    names.sort();
+    names
+}
+
+fn incomplete_refusal(name: &str, store: &str) -> anyhow::Error {
+    refuse(format!(
+        "container {name} on {store} is incomplete: its create was interrupted; rerun `ctmgr create {name} --store {store}` (it is removed and made again) or `ctmgr destroy {name}`"
+    ))
+}
+
 /// A container found on a store held here.
 #[derive(Debug, Clone)]
 pub struct Located<'c> {
@@ -109,7 +144,8 @@ pub fn is_own(dir: &Path) -> bool {
     }
 }
 
-/// Names of the container directories in an lxcpath that belong to its store.
+/// Names of the container directories in an lxcpath that belong to its
+/// store; incomplete ones (see [`CREATING_MARKER`]) are not among them.
 pub fn own_names(lxcpath: &Path) -> Vec<String> {
     let mut names: Vec<String> = match fs::read_dir(lxcpath) {
         Ok(entries) => entries
@@ -117,7 +153,7 @@ pub fn own_names(lxcpath: &Path) -> Vec<String> {
             .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .filter(|n| crate::names::validate("container", n).is_ok())
-            .filter(|n| is_own(&lxcpath.join(n)))
+            .filter(|n| is_own(&lxcpath.join(n)) && !is_incomplete(&lxcpath.join(n)))
             .collect(),
         Err(_) => Vec::new(),
     };
@@ -126,11 +162,27 @@ pub fn own_names(lxcpath: &Path) -> Vec<String> {
 }
 
 /// Finds a container on the stores held here. Unknown → exit 2; known only as
-/// a replica or on a store not held here → exit 3.
+/// a replica or on a store not held here, or incomplete → exit 3.
 pub fn locate<'c>(name: &str, stores: &[StoreHere<'c>]) -> Result<Located<'c>> {
+    let found = locate_any(name, stores)?;
+    if is_incomplete(&found.dir()) {
+        return Err(incomplete_refusal(name, &found.store.name));
+    }
+    Ok(found)
+}
+
+/// [`locate`] that also finds an incomplete container (for `destroy`).
+pub fn locate_any<'c>(name: &str, stores: &[StoreHere<'c>]) -> Result<Located<'c>> {
     crate::names::validate("container", name)?;
     for s in stores.iter().filter(|s| s.held()) {
         let lxcpath = s.store.lxcpath();
+        if is_incomplete(&lxcpath.join(name)) {
+            return Ok(Located {
+                name: name.to_string(),
+                store: s.store,
+                lxcpath,
+            });
+        }
         if lxcpath.join(name).join("config").exists() && is_own(&lxcpath.join(name)) {
             return Ok(Located {
                 name: name.to_string(),
@@ -290,29 +342,118 @@ pub fn find_guard() -> Result<PathBuf> {
     bail!("the guard hook `ctmgr-guard` is not installed (not on PATH, not next to {}); install it beside ctmgr", exe.display())
 }
 
+/// What is in the way of a new container `name`, on this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NameHere {
+    Free,
+    /// An interrupted create on the store asked for: made again.
+    Incomplete(PathBuf),
+    /// Anything else (a container, a replica, an interrupted create on
+    /// another store): refused.
+    Taken(String),
+}
+
+/// Is `name` free for a new container of the store with `lxcpath`, given
+/// every lxcpath visible here?
+pub fn name_here(name: &str, lxcpath: &Path, lxcpaths: &[PathBuf]) -> NameHere {
+    let mut seen: Vec<&Path> = lxcpaths.iter().map(PathBuf::as_path).collect();
+    if !seen.contains(&lxcpath) {
+        seen.push(lxcpath);
+    }
+    for lp in seen {
+        let dir = lp.join(name);
+        if fs::symlink_metadata(&dir).is_err() {
+            continue;
+        }
+        if lp == lxcpath && is_incomplete(&dir) {
+            return NameHere::Incomplete(dir);
+        }
+        let what = if is_incomplete(&dir) {
+            "an interrupted create of that name is"
+        } else {
+            "a container (or replica) of that name already exists"
+        };
+        return NameHere::Taken(format!(
+            "{what} in {} (names are unique in the cluster)",
+            lp.display()
+        ));
+    }
+    NameHere::Free
+}
+
 /// Creates a container (liblxc, Btrfs backing) and configures network, guard
-/// hook, start order and fstab. On failure nothing is left behind.
+/// hook, start order and fstab. The [`CREATING_MARKER`] goes in first and
+/// comes out last; on failure nothing is left behind, and an interrupted
+/// create of the same name on the same store is removed and made again.
 pub fn create(req: &CreateRequest<'_>) -> Result<PathBuf> {
     crate::names::validate("container", req.name)?;
-    for lp in req.lxcpaths {
-        if lp.join(req.name).exists() {
-            return Err(usage(format!(
-                "a container named {} already exists in {} (names are unique in the cluster)",
-                req.name,
-                lp.display()
-            )));
+    let lxcpath = req.store.lxcpath();
+    match name_here(req.name, &lxcpath, req.lxcpaths) {
+        NameHere::Free => {}
+        NameHere::Taken(why) => return Err(usage(format!("cannot create {}: {why}", req.name))),
+        NameHere::Incomplete(dir) => {
+            // liblxc is not asked about it (it may be half a config); a
+            // running process on its rootfs would show as a busy subvolume.
+            tracing::warn!(
+                "{} is an interrupted create; removing it to make it again",
+                dir.display()
+            );
+            destroy_dir(&lxcpath, req.name).with_context(|| {
+                format!(
+                    "failed to remove the interrupted create {} before making it again",
+                    dir.display()
+                )
+            })?;
         }
     }
-    let lxcpath = req.store.lxcpath();
     fs::create_dir_all(&lxcpath)
         .with_context(|| format!("failed to create {}", lxcpath.display()))?;
     let hwaddr = new_hwaddr(&used_hwaddrs(req.lxcpaths))?;
     let dir = lxcpath.join(req.name);
-    let result = create_inner(req, &lxcpath, &hwaddr);
+    let result = start_marker(&dir, req)
+        .and_then(|()| create_inner(req, &lxcpath, &hwaddr))
+        .and_then(|()| end_marker(&dir));
     if result.is_err() {
         let _ = destroy_dir(&lxcpath, req.name);
     }
     result.map(|()| dir)
+}
+
+/// The container dir with the creation marker in it, both on disk for good.
+fn start_marker(dir: &Path, req: &CreateRequest<'_>) -> Result<()> {
+    fs::create_dir(dir).with_context(|| format!("failed to create {}", dir.display()))?;
+    let text = format!(
+        "# ctmgr create of {} from template {} is in progress or was interrupted (pid {}, {}).\n# Rerun `ctmgr create {} --store {}` to make it again, or `ctmgr destroy {}`.\n",
+        req.name,
+        req.template.name,
+        std::process::id(),
+        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        req.name,
+        req.store.name,
+        req.name
+    );
+    crate::fsutil::write_atomic(&dir.join(CREATING_MARKER), text.as_bytes(), 0o644)?;
+    if let Some(parent) = dir.parent() {
+        fs::File::open(parent)
+            .and_then(|d| d.sync_all())
+            .with_context(|| format!("failed to sync {}", parent.display()))?;
+    }
+    Ok(())
+}
+
+/// Removes the creation marker once everything else is on disk.
+fn end_marker(dir: &Path) -> Result<()> {
+    // Everything written so far reaches the disk before the marker goes.
+    for f in ["config", "fstab", SETTINGS_FILE] {
+        if let Ok(file) = fs::File::open(dir.join(f)) {
+            let _ = file.sync_all();
+        }
+    }
+    let marker = dir.join(CREATING_MARKER);
+    fs::remove_file(&marker).with_context(|| format!("failed to remove {}", marker.display()))?;
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("failed to sync {}", dir.display()))
 }
 
 fn create_inner(req: &CreateRequest<'_>, lxcpath: &Path, hwaddr: &str) -> Result<()> {
@@ -418,6 +559,21 @@ pub struct Info {
     pub ips: Vec<String>,
     pub start_order: i64,
     pub template: Option<String>,
+}
+
+/// An incomplete container (interrupted create) for `list`: liblxc is not
+/// asked about it (its config may be half written).
+pub fn incomplete_info(name: &str, store: &Store, lxcpath: &Path) -> Info {
+    let text = read_config_text(&lxcpath.join(name).join("config")).unwrap_or_default();
+    Info {
+        name: name.to_string(),
+        store: store.name.clone(),
+        state: "INCOMPLETE".to_string(),
+        pid: None,
+        ips: Vec::new(),
+        start_order: start_order_of(&text),
+        template: None,
+    }
 }
 
 /// State, pid and addresses of one container (in process, no fork).

@@ -96,6 +96,24 @@ pub fn holding(
     Holding::Held
 }
 
+/// "Held here" asked again, from a fresh mount table and DRBD role: for a
+/// command that has just taken the store lock (it may have waited while a
+/// release or a takeover changed the answer it saw at its start).
+pub fn holding_now(store: &Store, runner: &dyn Runner) -> Holding {
+    match mountinfo::read() {
+        Ok(mounts) => holding(
+            &store.mountpoint,
+            &store.device,
+            store.drbd_resource.as_deref(),
+            runner,
+            &mounts,
+        ),
+        Err(e) => Holding::RoleUnknown {
+            error: format!("cannot read the mount table: {e}"),
+        },
+    }
+}
+
 /// One configured store as seen from this node.
 #[derive(Debug, Clone)]
 pub struct StoreHere<'c> {

@@ -202,6 +202,21 @@ fn store_and_container_findings(s: &Session, out: &mut Vec<Finding>) {
             continue;
         }
         let lxcpath = st.store.lxcpath();
+        for name in container::incomplete_names(&lxcpath) {
+            out.push(Finding::new(
+                format!("incomplete:{name}"),
+                Severity::Warning,
+                format!(
+                    "container {name} on {} is incomplete: its create was interrupted ({} is still there); it is not synced, started or snapshotted",
+                    st.store.name,
+                    lxcpath.join(&name).join(container::CREATING_MARKER).display()
+                ),
+                format!(
+                    "rerun `ctmgr create {name} --store {}` (removes it and makes it again) or `ctmgr destroy {name}`",
+                    st.store.name
+                ),
+            ));
+        }
         let policy_defaults = &s.config.snapshots;
         for name in container::own_names(&lxcpath) {
             let dir = lxcpath.join(&name);
@@ -250,7 +265,10 @@ fn store_and_container_findings(s: &Session, out: &mut Vec<Finding>) {
         };
         for e in entries.flatten() {
             let dir = e.path();
-            if dir.join("config").exists() && !container::is_own(&dir) {
+            if dir.join("config").exists()
+                && !container::is_own(&dir)
+                && !container::is_incomplete(&dir)
+            {
                 let name = e.file_name().to_string_lossy().into_owned();
                 let what = format!("replica:{name}");
                 // A replica names its home store's paths: judge it against them.

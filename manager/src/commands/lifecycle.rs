@@ -6,11 +6,18 @@ use ctmgr::exit::{refuse, ExitStatus};
 
 use super::Session;
 
+/// How long start, stop, destroy (and create) wait for a store lock held by
+/// a takeover, release, snapshot or prune of the same store.
+pub const LOCK_WAIT_SECS: u64 = 600;
+
 #[derive(clap::Args, Debug)]
 pub struct StartArgs {
     /// Containers to start
     #[arg(required = true)]
     pub names: Vec<String>,
+    /// Fail at once when the store is locked by another ctmgr run [default: wait up to 600 s]
+    #[arg(long)]
+    pub no_wait: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -22,6 +29,9 @@ pub struct StopArgs {
     #[arg(long, default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(0..=container::MAX_TIMEOUT_SECS))]
     pub timeout: u64,
+    /// Fail at once when the store is locked by another ctmgr run [default: wait up to 600 s]
+    #[arg(long)]
+    pub no_wait: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -30,6 +40,9 @@ pub struct DestroyArgs {
     /// Also destroy a running container (stopped first) and its snapshots
     #[arg(long)]
     pub force: bool,
+    /// Fail at once when the store is locked by another ctmgr run [default: wait up to 600 s]
+    #[arg(long)]
+    pub no_wait: bool,
 }
 
 /// Locates every name first, so a typo changes nothing.
@@ -43,6 +56,12 @@ fn locate_all<'s>(s: &'s Session, names: &[String]) -> Result<Vec<Located<'s>>> 
 
 pub fn start(s: &Session, args: &StartArgs) -> Result<ExitStatus> {
     let found = locate_all(s, &args.names)?;
+    let _locks = super::lock_held_stores(
+        s,
+        found.iter().map(|c| c.store),
+        args.no_wait,
+        LOCK_WAIT_SECS,
+    )?;
     let mut failed = 0;
     for c in &found {
         match container::start(&c.lxcpath, &c.name, super::secs(60)) {
@@ -62,6 +81,12 @@ pub fn start(s: &Session, args: &StartArgs) -> Result<ExitStatus> {
 
 pub fn stop(s: &Session, args: &StopArgs) -> Result<ExitStatus> {
     let found = locate_all(s, &args.names)?;
+    let _locks = super::lock_held_stores(
+        s,
+        found.iter().map(|c| c.store),
+        args.no_wait,
+        LOCK_WAIT_SECS,
+    )?;
     let mut failed = 0;
     for c in &found {
         match container::stop(&c.lxcpath, &c.name, super::secs(args.timeout)) {
@@ -80,14 +105,21 @@ pub fn stop(s: &Session, args: &StopArgs) -> Result<ExitStatus> {
 }
 
 pub fn destroy(s: &Session, args: &DestroyArgs) -> Result<ExitStatus> {
-    let found = locate_all(s, std::slice::from_ref(&args.name))?;
-    let c = &found[0];
-    let info = container::info(&c.name, c.store, &c.lxcpath);
+    // An incomplete container (interrupted create) can be destroyed too.
+    let stores = s.stores();
+    let c = &container::locate_any(&args.name, &stores)?;
+    let lock = super::lock_held_store(s, c.store, args.no_wait, LOCK_WAIT_SECS)?;
+    let info = if container::is_incomplete(&c.dir()) {
+        container::incomplete_info(&c.name, c.store, &c.lxcpath)
+    } else {
+        container::info(&c.name, c.store, &c.lxcpath)
+    };
     let snaps = std::fs::read_dir(c.snaps_dir())
         .map(|d| d.flatten().count())
         .unwrap_or(0);
+    let stopped = matches!(info.state.as_str(), "STOPPED" | "INCOMPLETE");
     if !args.force {
-        if info.state != "STOPPED" {
+        if !stopped {
             return Err(refuse(format!(
                 "container {} is {}; stop it first or use --force",
                 c.name, info.state
@@ -101,7 +133,7 @@ pub fn destroy(s: &Session, args: &DestroyArgs) -> Result<ExitStatus> {
             )));
         }
     }
-    if info.state != "STOPPED" {
+    if !stopped {
         container::stop(&c.lxcpath, &c.name, super::secs(10))
             .with_context(|| format!("failed to stop {} before destroying it", c.name))?;
     }
@@ -111,6 +143,7 @@ pub fn destroy(s: &Session, args: &DestroyArgs) -> Result<ExitStatus> {
         "destroyed {} ({} snapshot(s) removed)",
         c.name, snaps
     ));
+    drop(lock);
     // Removes the replica on the peer (a full push removes replicas of
     // containers that no longer exist here).
     super::sync::sync_after_change(s, &[]);

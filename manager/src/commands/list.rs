@@ -30,6 +30,10 @@ pub fn gather(s: &Session, only: Option<&str>) -> Result<Vec<Info>> {
         for name in container::own_names(&lxcpath) {
             all.push(container::info(&name, st.store, &lxcpath));
         }
+        // Interrupted creates show as INCOMPLETE (D22).
+        for name in container::incomplete_names(&lxcpath) {
+            all.push(container::incomplete_info(&name, st.store, &lxcpath));
+        }
     }
     Ok(all)
 }

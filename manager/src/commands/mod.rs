@@ -291,3 +291,65 @@ pub fn lock_store(store: &str, no_wait: bool, wait_secs: u64) -> Result<ctmgr::l
         }
     })?)
 }
+
+/// Takes the lock of a store that a command found held here, then asks
+/// again whether it is still held (D14): a command that waited for a
+/// release or takeover must not go on as if nothing happened (exit 3,
+/// naming the store, where it is now, and whose lock it waited for).
+pub fn lock_held_store(
+    s: &Session,
+    store: &ctmgr::config::Store,
+    no_wait: bool,
+    wait_secs: u64,
+) -> Result<ctmgr::lock::StoreLock> {
+    use std::io::IsTerminal;
+    let wait = if no_wait {
+        ctmgr::lock::Wait::No
+    } else {
+        ctmgr::lock::Wait::Upto(Duration::from_secs(wait_secs))
+    };
+    let waited_for = std::cell::RefCell::new(None::<String>);
+    let lock = ctmgr::lock::lock_store(&store.name, wait, &|holder| {
+        *waited_for.borrow_mut() = Some(holder.to_string());
+        let msg = format!(
+            "store {} is locked by {holder}; waiting (use --no-wait to fail instead)…",
+            store.name
+        );
+        if std::io::stderr().is_terminal() {
+            eprintln!("{msg}");
+        } else {
+            tracing::warn!("{msg}");
+        }
+    })?;
+    let now = store::holding_now(store, &s.runner);
+    if !now.is_held() {
+        let after = match waited_for.into_inner() {
+            Some(holder) => format!(" after waiting for its lock (held by {holder})"),
+            None => String::new(),
+        };
+        return Err(ctmgr::exit::refuse(format!(
+            "store {} is no longer held by {}{after}: {}; nothing done (see `ctmgr status`)",
+            store.name,
+            s.node,
+            now.describe(&store.mountpoint)
+        )));
+    }
+    Ok(lock)
+}
+
+/// [`lock_held_store`] for every distinct store, in name order (no deadlock).
+pub fn lock_held_stores<'c>(
+    s: &Session,
+    stores: impl IntoIterator<Item = &'c ctmgr::config::Store>,
+    no_wait: bool,
+    wait_secs: u64,
+) -> Result<Vec<ctmgr::lock::StoreLock>> {
+    let mut by_name: std::collections::BTreeMap<&str, &ctmgr::config::Store> = Default::default();
+    for st in stores {
+        by_name.insert(st.name.as_str(), st);
+    }
+    by_name
+        .into_values()
+        .map(|st| lock_held_store(s, st, no_wait, wait_secs))
+        .collect()
+}

@@ -83,13 +83,14 @@ fn targets<'s>(s: &'s Session, names: &[String], all: bool) -> Result<Vec<Locate
         .collect()
 }
 
-/// Locks every store touched by `targets`, in name order (no deadlock).
-fn lock_stores(targets: &[Located<'_>], no_wait: bool) -> Result<Vec<lock::StoreLock>> {
-    let stores: BTreeSet<&str> = targets.iter().map(|t| t.store.name.as_str()).collect();
-    stores
-        .into_iter()
-        .map(|st| super::lock_store(st, no_wait, 3600))
-        .collect()
+/// Locks every store touched by `targets`, in name order (no deadlock),
+/// and checks each is still held here once locked (D14).
+fn lock_stores(
+    s: &Session,
+    targets: &[Located<'_>],
+    no_wait: bool,
+) -> Result<Vec<lock::StoreLock>> {
+    super::lock_held_stores(s, targets.iter().map(|t| t.store), no_wait, 3600)
 }
 
 /// Thaws containers left FROZEN by a killed `snapshot --freeze` and says so
@@ -104,7 +105,7 @@ pub fn thaw_abandoned() {
 pub fn snapshot(s: &Session, args: &SnapshotArgs) -> Result<ExitStatus> {
     thaw_abandoned();
     let targets = targets(s, &args.names, args.all)?;
-    let _locks = lock_stores(&targets, args.no_wait)?;
+    let _locks = lock_stores(s, &targets, args.no_wait)?;
     let freeze = args.freeze || s.config.snapshots.freeze;
     // Snapshots of different containers run side by side: each Btrfs
     // snapshot ends in a transaction commit, and concurrent ones share it.
@@ -257,7 +258,7 @@ pub fn prune(s: &Session, args: &PruneArgs) -> Result<ExitStatus> {
     let _locks = if args.dry_run {
         Vec::new()
     } else {
-        lock_stores(&targets, args.no_wait)?
+        lock_stores(s, &targets, args.no_wait)?
     };
     let mut rows = Vec::new();
     let mut json = Vec::new();
@@ -370,7 +371,7 @@ pub fn restore(s: &Session, args: &RestoreArgs) -> Result<ExitStatus> {
             t.name, args.snapshot, t.name
         )));
     }
-    let _lock = super::lock_store(&t.store.name, false, 3600)?;
+    let _lock = super::lock_held_store(s, t.store, false, 3600)?;
     let state = container::info(&t.name, t.store, &t.lxcpath).state;
     if state != "STOPPED" {
         return Err(refuse(format!(

@@ -129,10 +129,15 @@ pub fn sync_after_change(s: &Session, names: &[String]) {
     if s.config.peer_of(&s.node).is_none() {
         return;
     }
-    let list = names.join(", ");
+    let peer_name = s
+        .config
+        .peer_of(&s.node)
+        .map(|p| p.name.clone())
+        .unwrap_or_else(|| "the peer".to_string());
+    let what = replicas_phrase(names);
     let hint = format!(
-        "run `ctmgr sync {}` once the peer is reachable",
-        names.join(" ")
+        "run `ctmgr sync{}` once the peer is reachable",
+        names.iter().map(|n| format!(" {n}")).collect::<String>()
     );
     match run_report(s, names, Mode::Push, false) {
         Ok(report) => {
@@ -148,7 +153,7 @@ pub fn sync_after_change(s: &Session, names: &[String]) {
             if problems.is_empty() {
                 if let Some(peer) = &report.peer {
                     if !report.rows.is_empty() {
-                        s.say(&format!("replica of {list} synced to {peer}"));
+                        s.say(&format!("{what} synced to {peer}"));
                     }
                 }
                 for note in &report.notes {
@@ -156,11 +161,42 @@ pub fn sync_after_change(s: &Session, names: &[String]) {
                 }
             } else {
                 eprintln!(
-                    "ctmgr: warning: the replica of {list} is not up to date on the peer: {}; see `ctmgr sync --check`",
+                    "ctmgr: warning: {what} on {peer_name} {} not up to date: {}; see `ctmgr sync --check`",
+                    if names.len() == 1 { "is" } else { "are" },
                     problems.join("; ")
                 );
             }
         }
-        Err(e) => eprintln!("ctmgr: warning: the replica of {list} was not synced: {e:#}; {hint}"),
+        Err(e) => eprintln!(
+            "ctmgr: warning: {what} on {peer_name} {} not synced: {e:#}; {hint}",
+            if names.len() == 1 { "was" } else { "were" }
+        ),
+    }
+}
+
+/// "the replica of web", "the replicas of web, db", or — after a destroy,
+/// which syncs everything — "the replicas of the stores held here".
+fn replicas_phrase(names: &[String]) -> String {
+    match names {
+        [] => "the replicas of the stores held here".to_string(),
+        [one] => format!("the replica of {one}"),
+        many => format!("the replicas of {}", many.join(", ")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::replicas_phrase;
+
+    /// UX: destroy syncs with no names; the warning named nobody ("the
+    /// replica of  is not up to date").
+    #[test]
+    fn the_replicas_phrase_always_names_something() {
+        assert_eq!(replicas_phrase(&[]), "the replicas of the stores held here");
+        assert_eq!(replicas_phrase(&["web".into()]), "the replica of web");
+        assert_eq!(
+            replicas_phrase(&["web".into(), "db".into()]),
+            "the replicas of web, db"
+        );
     }
 }

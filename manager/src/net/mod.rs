@@ -72,7 +72,6 @@ mount_options = "noatime"
 drbd_resource = "r0"
 backing_disk = "/dev/sdb1"
 drbd_port = 7788
-replica_dir = "/srv/store2/containers"
 
 [network]
 bridge = "br0"

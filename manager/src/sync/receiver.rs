@@ -123,7 +123,17 @@ impl Receiver<'_> {
             .iter()
             .filter(|s| dir.starts_with(&s.mountpoint))
             .max_by_key(|s| s.mountpoint.components().count());
-        if let Some(host) = host {
+        // Never outside a store: cluster.toml refuses such a replica_dir at
+        // load, and the receiver does not rely on that alone.
+        let Some(host) = host else {
+            return Err(format!(
+                "replica dir {} of store {store_name} is not on any store of {}'s {}; refusing to write outside a store",
+                dir.display(),
+                self.here(),
+                self.config.path.display()
+            ));
+        };
+        {
             match mountinfo::at(self.mounts, &host.mountpoint) {
                 Some(m) if mount_is_store(m, &host.device) => {}
                 Some(m) => {

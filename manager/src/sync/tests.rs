@@ -923,3 +923,44 @@ fn a_config_whose_guard_is_cleared_is_not_pushed() {
     assert!(!lab.replica("web").join("config").exists());
     assert_eq!(run.report.exit_status(), ExitStatus::Failed);
 }
+
+/// D17, defence in depth: even with a config that names a replica dir
+/// outside every store (cluster.toml refuses it at load), the receiver
+/// refuses to write there, with `--force` too.
+#[test]
+fn the_receiver_never_writes_outside_a_store() {
+    let lab = lab();
+    let outside = lab.root.join("etc-cron.d");
+    fs::create_dir_all(&outside).unwrap();
+    let mut config = lab.config.clone();
+    config.stores[0].replica_dir = Some(outside.clone());
+    let mounts = lab.peer_mounts(true);
+    let running = |_: &str, _: &Path| Ok(false);
+    let rx = Receiver {
+        config: &config,
+        mounts: &mounts,
+        node: Some("node2"),
+        is_running: &running,
+    };
+    let payload = format!(
+        "lxc.rootfs.path = btrfs:{}/web/rootfs\n",
+        lab.lxcpath("store1").display()
+    );
+    let req = Request::Push {
+        store: "store1".into(),
+        name: "web".into(),
+        file: SyncFile::Config,
+        expected: None,
+        mode: 0o644,
+        force: true,
+    };
+    let (reply, _) = rx.handle(&req, payload.as_bytes());
+    match reply {
+        Reply::Outcome {
+            outcome: Outcome::Refused { reason },
+            ..
+        } => assert!(reason.contains("is not on any store"), "{reason}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(!outside.join("web").exists(), "nothing written outside");
+}
