@@ -487,7 +487,7 @@ fn lab_takeover_link_cut_asks_peer_over_lan() {
     let out = lab.node(2).ctmgr(&["takeover", "store1"]);
     assert_never_double(&lab);
     out.assert_success();
-    assert!(out.stdout.contains("[ok    ] peer-holds"), "{out}");
+    assert!(out.stdout.contains("[ok    ] peer-secondary"), "{out}");
     assert_holds(&lab, 2, "store1");
     assert_eq!(running(&lab, 2, "store1"), ["web"]);
     assert_never_double(&lab);
