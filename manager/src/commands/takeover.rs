@@ -35,8 +35,9 @@ pub struct TakeoverArgs {
 pub struct ReleaseArgs {
     /// Store name from cluster.toml
     pub store: String,
-    /// Seconds each container gets for a clean shutdown before it is killed
-    #[arg(long, default_value_t = 30)]
+    /// Seconds each container gets for a clean shutdown before it is killed (0-86400)
+    #[arg(long, default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(0..=ctmgr::container::MAX_TIMEOUT_SECS))]
     pub timeout: u64,
     #[arg(long)]
     pub no_wait: bool,
@@ -46,8 +47,9 @@ pub struct ReleaseArgs {
 pub struct MigrateArgs {
     /// Store to move to this node
     pub store: String,
-    /// Seconds each container gets for a clean shutdown on the old holder
-    #[arg(long, default_value_t = 30)]
+    /// Seconds each container gets for a clean shutdown on the old holder (0-86400)
+    #[arg(long, default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(0..=ctmgr::container::MAX_TIMEOUT_SECS))]
     pub timeout: u64,
 }
 
