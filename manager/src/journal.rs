@@ -81,9 +81,10 @@ pub fn append(entry: &Entry) -> std::io::Result<()> {
 pub struct Journal {
     /// Oldest first.
     pub entries: Vec<Entry>,
-    /// Lines that are not one entry (torn by a crash, not UTF-8, edited by
-    /// hand); skipped, never hiding the lines after them.
-    pub unreadable: usize,
+    /// Line numbers (1-based) of the lines that are not one entry (torn by
+    /// a crash, not UTF-8, edited by hand); skipped, never hiding the lines
+    /// after them.
+    pub unreadable: Vec<usize>,
 }
 
 /// Parses journal text line by line. A line that does not parse is counted
@@ -91,7 +92,7 @@ pub struct Journal {
 /// entry is recovered from where its `{"time":` begins.
 pub fn parse(bytes: &[u8]) -> Journal {
     let mut j = Journal::default();
-    for line in bytes.split(|b| *b == b'\n') {
+    for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
@@ -99,7 +100,7 @@ pub fn parse(bytes: &[u8]) -> Journal {
             j.entries.push(e);
             continue;
         }
-        j.unreadable += 1;
+        j.unreadable.push(i + 1);
         let start = br#"{"time":"#;
         if let Some(e) = (1..line.len())
             .rev()
@@ -181,7 +182,7 @@ mod tests {
         append(&later).unwrap();
         let j = read();
         assert_eq!(j.entries, vec![e, later]);
-        assert_eq!(j.unreadable, 1);
+        assert_eq!(j.unreadable, [2]);
     }
 
     #[test]
@@ -203,6 +204,6 @@ mod tests {
         let j = parse(&text);
         let actions: Vec<&str> = j.entries.iter().map(|e| e.action.as_str()).collect();
         assert_eq!(actions, ["takeover", "release", "migrate"]);
-        assert_eq!(j.unreadable, 3);
+        assert_eq!(j.unreadable, [2, 3, 4]);
     }
 }

@@ -106,10 +106,11 @@ struct StatusJson<'a> {
 pub fn status(s: &Session) -> Result<ExitStatus> {
     super::snapshot::thaw_abandoned();
     let journal = ctmgr::journal::read();
-    if journal.unreadable > 0 {
+    if !journal.unreadable.is_empty() {
+        let lines: Vec<String> = journal.unreadable.iter().map(|n| n.to_string()).collect();
         eprintln!(
-            "ctmgr: warning: {} unreadable line(s) in {} skipped (torn by a crash or edited by hand)",
-            journal.unreadable,
+            "ctmgr: warning: skipped unreadable line(s) {} of {} (torn by a crash or edited by hand); the entries after them are shown",
+            lines.join(", "),
             ctmgr::journal::path().display()
         );
     }
