@@ -234,6 +234,15 @@ pub fn snapshots(s: &Session, args: &SnapshotsArgs) -> Result<ExitStatus> {
 /// The retention policy for one container: cluster defaults, overridden by
 /// its template profile and its own `ctmgr.toml`.
 pub fn policy_for(s: &Session, t: &Located<'_>) -> Result<retention::Policy> {
+    // ctmgr always writes a `template` line: an empty file was truncated,
+    // and its defaults could delete what the container's own policy keeps.
+    let settings = t.dir().join(ctmgr::container::SETTINGS_FILE);
+    if std::fs::read(&settings).is_ok_and(|b| b.iter().all(u8::is_ascii_whitespace)) {
+        return Err(usage(format!(
+            "{} is empty (ctmgr writes at least its `template` line); not pruning by the defaults",
+            settings.display()
+        )));
+    }
     let p = ctmgr::container::effective_policy(&s.config.snapshots, &t.dir())?;
     let policy = p
         .to_retention()
@@ -260,12 +269,19 @@ pub fn prune(s: &Session, args: &PruneArgs) -> Result<ExitStatus> {
     } else {
         lock_stores(s, &targets, args.no_wait)?
     };
+    // Containers named on the command line: a broken policy is a usage
+    // error (exit 2) before anything is deleted.
+    if !args.all {
+        for t in &targets {
+            policy_for(s, t)?;
+        }
+    }
     let mut rows = Vec::new();
     let mut json = Vec::new();
     let mut failed = 0;
     for t in &targets {
-        // One container's broken ctmgr.toml must not stop the others' prune:
-        // it is named, skipped, and the run exits 1.
+        // With --all, one container's broken ctmgr.toml must not stop the
+        // others' prune: it is named, skipped, and the run exits 1.
         let policy = match policy_for(s, t) {
             Ok(p) => p,
             Err(e) => {
