@@ -156,11 +156,11 @@ pub fn judge_config(what: &str, problems: &[crate::reserved::Problem]) -> Findin
 /// A container that is FROZEN with no ctmgr run owing it a thaw (D10):
 /// its processes do not run, and nothing will thaw it by itself.
 pub fn judge_frozen(name: &str, lxcpath: &Path, state: &str) -> Option<Finding> {
-    (state == "FROZEN").then(|| {
+    (state == "FROZEN" || state == "FREEZING").then(|| {
         Finding::new(
             format!("frozen:{name}"),
             Severity::Warning,
-            format!("container {name} is FROZEN: its processes are stopped (not by a ctmgr run in progress)"),
+            format!("container {name} is {state}: its processes are stopped (not by a ctmgr run in progress)"),
             format!(
                 "if nobody froze it on purpose: `lxc-unfreeze -n {name} -P {}`",
                 lxcpath.display()
@@ -260,6 +260,9 @@ mod tests {
         assert!(f
             .fix
             .contains("lxc-unfreeze -n web -P /srv/store1/containers"));
+        // A freeze whose run was killed inside liblxc stays FREEZING.
+        let f = judge_frozen("web", lxcpath, "FREEZING").unwrap();
+        assert!(f.message.contains("is FREEZING"), "{}", f.message);
     }
 
     #[test]

@@ -167,13 +167,39 @@ pub fn recover() -> Vec<Recovered> {
     out
 }
 
-/// Thaws the recorded container if it is FROZEN; whether it was.
-fn thaw(r: &Record) -> Result<bool> {
-    let c = lxc_bindings::Container::new(&r.name, &r.lxcpath)?;
-    if c.state() != lxc_bindings::State::Frozen {
-        return Ok(false);
+/// Is this state a freeze (done or under way)? A run killed inside
+/// liblxc's freeze leaves the container FREEZING for good: the kernel froze
+/// it, but the FROZEN state was never reported.
+pub fn is_frozen(state: &lxc_bindings::State) -> bool {
+    matches!(
+        state,
+        lxc_bindings::State::Frozen | lxc_bindings::State::Freezing
+    )
+}
+
+/// Thaws a FROZEN or FREEZING container and checks that it is thawed.
+/// liblxc unfreezes only a FROZEN one: a freeze cut off half way (cgroup v1
+/// `freezer.state` stays FREEZING until FROZEN is written again) is
+/// finished first.
+pub fn unfreeze(c: &lxc_bindings::Container) -> Result<()> {
+    if c.state() == lxc_bindings::State::Freezing {
+        c.freeze()?;
     }
     c.unfreeze()?;
+    let after = c.state();
+    if is_frozen(&after) {
+        anyhow::bail!("the container is still {after:?} after the thaw");
+    }
+    Ok(())
+}
+
+/// Thaws the recorded container if it is FROZEN (or FREEZING); whether it was.
+fn thaw(r: &Record) -> Result<bool> {
+    let c = lxc_bindings::Container::new(&r.name, &r.lxcpath)?;
+    if !is_frozen(&c.state()) {
+        return Ok(false);
+    }
+    unfreeze(&c)?;
     Ok(true)
 }
 
@@ -206,5 +232,14 @@ mod tests {
             ..r.clone()
         }));
         assert!(!owner_alive(&Record { pid: dead, ..r }));
+    }
+
+    #[test]
+    fn freezing_counts_as_frozen() {
+        use lxc_bindings::State;
+        assert!(is_frozen(&State::Frozen));
+        assert!(is_frozen(&State::Freezing));
+        assert!(!is_frozen(&State::Running));
+        assert!(!is_frozen(&State::Thawed));
     }
 }

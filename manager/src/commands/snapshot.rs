@@ -131,8 +131,8 @@ pub fn snapshot(s: &Session, args: &SnapshotArgs) -> Result<ExitStatus> {
                     return Ok(());
                 }
                 let c = lxc_bindings::Container::new(&t.name, &t.lxcpath)?;
-                if c.state() == lxc_bindings::State::Frozen {
-                    c.unfreeze()?;
+                if freeze::is_frozen(&c.state()) {
+                    freeze::unfreeze(&c)?;
                 }
                 freeze::forget(&t.store.name, &t.name);
                 Ok(())
