@@ -17,6 +17,7 @@ pub mod journal;
 pub mod lock;
 pub mod mountinfo;
 pub mod names;
+pub mod names_peer;
 pub mod net;
 pub mod pool;
 pub mod reserved;

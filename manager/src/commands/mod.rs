@@ -217,6 +217,7 @@ pub fn run(cli: Cli) -> Result<ExitStatus> {
         }
         Command::Drbd(drbd::DrbdCommand::UnfencePeer) => drbd::unfence_peer(&session),
         Command::FenceAnswer { store, outdate } => drbd::fence_answer(&session, store, *outdate),
+        Command::NameAnswer { name } => create::name_answer(&session, name),
         Command::Drbd(drbd::DrbdCommand::Lint { .. } | drbd::DrbdCommand::FencePeer) => {
             Ok(ExitStatus::Done)
         }
