@@ -123,6 +123,11 @@ fn lab_d19_same_name_on_both_nodes_at_once_at_most_one_wins() {
     open_gate(lab.node(2));
     let outs = [h1.join().unwrap(), h2.join().unwrap()];
     assert_never_double(&lab);
+    eprintln!(
+        "concurrent creates: node1 exit {:?}, node2 exit {:?}",
+        outs[0].code(),
+        outs[1].code()
+    );
     let won: Vec<usize> = (0..2).filter(|&i| outs[i].success()).collect();
     assert!(
         won.len() <= 1,
@@ -138,10 +143,12 @@ fn lab_d19_same_name_on_both_nodes_at_once_at_most_one_wins() {
                 i + 1
             );
             assert_mentions(out, "web");
-            // A refused create leaves nothing behind.
+            // A refused create leaves nothing of its own behind (the winner's replica
+            // may already be there: no rootfs, no marker).
             assert!(
-                !exists(lab.node(i + 1), &format!("{}/web", lxc[i])),
-                "node{} kept a web after refusing",
+                !exists(lab.node(i + 1), &format!("{}/web/rootfs", lxc[i]))
+                    && !marker(lab.node(i + 1), lxc[i], "web"),
+                "node{} kept a web of its own after refusing",
                 i + 1
             );
         }
