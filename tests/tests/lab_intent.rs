@@ -203,7 +203,7 @@ fn lab_intent_release_stops_in_reverse_start_order_and_reports_kills() {
         .iter()
         .filter_map(|s| {
             let step = s["step"].as_str()?;
-            let name = step.strip_prefix("stop ")?;
+            let name = step.strip_prefix("stop:")?;
             Some((name.to_string(), s["outcome"].as_str()?.to_string()))
         })
         .collect();
@@ -281,4 +281,71 @@ fn cli_intent_release_and_migrate_timeouts_are_range_checked() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains("0..=86400"), "{args:?}: {stderr}");
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Release's busy list names only processes that hold THIS node's store: not a process of
+// the other node (another mount namespace) whose cwd is its own, empty /srv/store1.
+
+/// Runs `sh -c SCRIPT` in node `n` on a thread; waits until it wrote its PID to `pid_file`.
+fn background(
+    node: &Node,
+    script: String,
+    pid_file: &str,
+) -> (String, std::thread::JoinHandle<Output>) {
+    let h = std::thread::spawn({
+        let node = node.clone();
+        move || node.cmd_timeout(&["sh", "-c", &script], Duration::from_secs(120))
+    });
+    let path = node.path_in(pid_file).unwrap();
+    let mut pid = String::new();
+    let ok = ctmgr_tests::run::wait_until(Q, Duration::from_millis(20), || {
+        pid = std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        !pid.is_empty()
+    });
+    assert!(ok, "{pid_file} never written");
+    (pid, h)
+}
+
+#[test]
+fn lab_intent_busy_list_names_only_this_nodes_holders() {
+    let lab = up();
+    create_started(&lab, &["web"]);
+    let (n1, n2) = (lab.node(1), lab.node(2));
+    n1.write_file("/srv/store1/busyfile", b"busy\n").unwrap();
+    let (ours, t1) = background(
+        n1,
+        "echo $$ > /run/ctmgr/t-ours.pid; exec tail -f /srv/store1/busyfile".into(),
+        "/run/ctmgr/t-ours.pid",
+    );
+    let (theirs, t2) = background(
+        n2,
+        "cd /srv/store1 && echo $$ > /run/ctmgr/t-theirs.pid && exec sleep 100".into(),
+        "/run/ctmgr/t-theirs.pid",
+    );
+    let ready = ctmgr_tests::run::wait_until(Q, Duration::from_millis(20), || {
+        n1.cmd_timeout(&["ls", "-l", &format!("/proc/{ours}/fd")], Q)
+            .stdout
+            .contains("/srv/store1/busyfile")
+    });
+    assert!(ready, "tail never opened the file");
+
+    let out = n1.ctmgr(&["release", "store1", "--timeout", "1"]);
+    assert_never_double(&lab);
+    out.assert_code(1);
+    assert!(out.stderr.contains(&format!("{ours} (tail)")), "{out}");
+    assert!(
+        !out.stderr.contains(&format!("{theirs} (sleep)")),
+        "node2's process is not a holder of node1's store: {out}"
+    );
+
+    n1.cmd(&["kill", &ours]).assert_success();
+    n2.cmd(&["kill", &theirs]).assert_success();
+    let _ = (t1.join(), t2.join());
+    n1.ctmgr(&["release", "store1", "--timeout", "1"])
+        .assert_success();
+    assert_never_double(&lab);
 }

@@ -424,7 +424,7 @@ fn release_steps(
             // stopped: the reverse start order shows, and a kill is a kill.
             for r in &stopped {
                 tl.steps.push(ctmgr::journal::Step {
-                    step: format!("stop {}", r.name),
+                    step: format!("stop:{}", r.name),
                     outcome: r.outcome.to_string(),
                     ms: r.ms,
                     detail: format!(
@@ -463,7 +463,8 @@ fn release_steps(
                     .timeout(Duration::from_secs(120)),
             )?;
             if !out.success() {
-                let holders = takeover::holders(&store.mountpoint);
+                let own = ctmgr::container::own_names(&store.lxcpath());
+                let holders = takeover::holders(&store.mountpoint, &own);
                 let who = if holders.is_empty() {
                     "no process found by /proc scan".to_string()
                 } else {
@@ -505,8 +506,21 @@ fn release_steps(
                             .args(["secondary", res])
                             .timeout(Duration::from_secs(60)),
                     )
-                    .inspect_err(|e| tl.record("demote", t, "failed", e.to_string()))
-                    .with_context(|| format!("failed to demote {res}"))?;
+                    .map_err(|e| {
+                        // "(-12) Device is held open": say by whom.
+                        let who = takeover::device_holders(&store.device);
+                        let who = if who.is_empty() {
+                            String::new()
+                        } else {
+                            format!(
+                                "; {} is held by: {}",
+                                store.device.display(),
+                                who.join(", ")
+                            )
+                        };
+                        tl.record("demote", t, "failed", format!("{e}{who}"));
+                        anyhow::Error::new(e).context(format!("failed to demote {res}{who}"))
+                    })?;
                 tl.record("demote", t, "done", format!("drbdadm secondary {res}"));
             }
             Ok(r) => tl.record("demote", t, "already", format!("{res} is {r}")),

@@ -465,19 +465,66 @@ pub fn stop_set(lxcpath: &Path, default_timeout: Duration) -> Vec<Started> {
     results
 }
 
-/// Processes using files under `dir`: "PID (COMM)" for every process whose
-/// cwd, root, executable or an open file lies there.
-pub fn holders(dir: &Path) -> Vec<String> {
+/// The container a process belongs to, from its `/proc/PID/cgroup` text:
+/// liblxc puts a container's processes under `lxc.payload.NAME`.
+pub fn payload_name(cgroup_text: &str) -> Option<String> {
+    cgroup_text.lines().find_map(|l| {
+        let path = l.splitn(3, ':').nth(2)?;
+        path.split('/').find_map(|c| {
+            c.strip_prefix("lxc.payload.")
+                .filter(|n| crate::names::validate("container", n).is_ok())
+                .map(str::to_string)
+        })
+    })
+}
+
+/// Processes using files under `dir`: "PID (COMM)" for every process of
+/// this mount namespace whose cwd, root, executable or an open file lies
+/// there, and "container NAME (PID COMM)" for a process of one of the
+/// store's own containers (`own` names; its own mount namespace). Processes
+/// of other mount namespaces (the other node in the lab, unrelated
+/// containers) see other filesystems under the same paths and are left out.
+pub fn holders(dir: &Path, own: &[String]) -> Vec<String> {
     let mut out = Vec::new();
     let Ok(procs) = std::fs::read_dir("/proc") else {
         return out;
     };
+    let our_ns = std::fs::read_link("/proc/self/ns/mnt").ok();
+    let mut containers = std::collections::BTreeSet::new();
     for p in procs.flatten() {
         let pid = p.file_name().to_string_lossy().into_owned();
         if !pid.bytes().all(|b| b.is_ascii_digit()) {
             continue;
         }
         let base = p.path();
+        let same_ns = our_ns.is_some() && std::fs::read_link(base.join("ns/mnt")).ok() == our_ns;
+        let container = if same_ns {
+            None
+        } else {
+            match std::fs::read_to_string(base.join("cgroup"))
+                .ok()
+                .as_deref()
+                .and_then(payload_name)
+            {
+                Some(n) if own.contains(&n) => Some(n),
+                _ => continue,
+            }
+        };
+        let comm = || {
+            std::fs::read_to_string(base.join("comm"))
+                .unwrap_or_default()
+                .trim()
+                .to_string()
+        };
+        if let Some(name) = container {
+            // A container's processes hold its rootfs by construction: name
+            // the container once, by its first process found.
+            if !containers.contains(&name) {
+                out.push(format!("container {name} ({pid} {})", comm()));
+                containers.insert(name);
+            }
+            continue;
+        }
         let mut links: Vec<std::path::PathBuf> = ["cwd", "root", "exe"]
             .iter()
             .map(|l| base.join(l))
@@ -489,8 +536,62 @@ pub fn holders(dir: &Path) -> Vec<String> {
             .iter()
             .any(|l| std::fs::read_link(l).is_ok_and(|t| t.starts_with(dir)))
         {
-            let comm = std::fs::read_to_string(base.join("comm")).unwrap_or_default();
-            out.push(format!("{pid} ({})", comm.trim()));
+            out.push(format!("{pid} ({})", comm()));
+        }
+    }
+    out
+}
+
+/// Processes holding a block device open: an open file descriptor on it
+/// (this mount namespace's /dev), or a mount of it in another mount
+/// namespace ("PID (COMM) mounts it at PATH", one process per namespace).
+/// Names who makes DRBD answer "(-12) Device is held open" to a demote.
+pub fn device_holders(device: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    let dev = crate::store::canonical_device(device);
+    let our_ns = std::fs::read_link("/proc/self/ns/mnt").ok();
+    let mut seen_ns = std::collections::BTreeSet::new();
+    for p in procs.flatten() {
+        let pid = p.file_name().to_string_lossy().into_owned();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let base = p.path();
+        let comm = std::fs::read_to_string(base.join("comm")).unwrap_or_default();
+        let has_fd = std::fs::read_dir(base.join("fd")).is_ok_and(|fds| {
+            fds.flatten()
+                .any(|f| std::fs::read_link(f.path()).is_ok_and(|t| t == dev || t == device))
+        });
+        if has_fd {
+            out.push(format!("{pid} ({}) has it open", comm.trim()));
+            continue;
+        }
+        let Ok(ns) = std::fs::read_link(base.join("ns/mnt")) else {
+            continue;
+        };
+        if Some(&ns) == our_ns.as_ref() || !seen_ns.insert(ns) {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(base.join("mountinfo")) else {
+            continue;
+        };
+        if let Some(m) = mountinfo::parse(&text)
+            .ok()
+            .into_iter()
+            .flatten()
+            .find(|m| {
+                crate::store::canonical_device(Path::new(&m.source)) == dev
+                    || Path::new(&m.source) == device
+            })
+        {
+            out.push(format!(
+                "{pid} ({}) mounts it at {} in another mount namespace",
+                comm.trim(),
+                m.mountpoint.display()
+            ));
         }
     }
     out
@@ -533,10 +634,26 @@ mod tests {
     }
 
     #[test]
+    fn payload_name_from_cgroup() {
+        // cgroup v2 (one line) and v1 (several) as liblxc 5 lays them out.
+        assert_eq!(
+            payload_name("0::/lxc.payload.web/init.scope\n").as_deref(),
+            Some("web")
+        );
+        assert_eq!(
+            payload_name("12:pids:/lxc.payload.db\n11:memory:/lxc.payload.db\n").as_deref(),
+            Some("db")
+        );
+        assert_eq!(payload_name("0::/lxc.monitor.web\n"), None);
+        assert_eq!(payload_name("0::/user.slice/session-1.scope\n"), None);
+        assert_eq!(payload_name("0::/lxc.payload.../x\n"), None);
+    }
+
+    #[test]
     fn holders_finds_this_process_cwd() {
         let d = tempfile::tempdir().unwrap();
         let f = std::fs::File::create(d.path().join("x")).unwrap();
-        let h = holders(d.path());
+        let h = holders(d.path(), &[]);
         assert!(
             h.iter()
                 .any(|p| p.starts_with(&format!("{} ", std::process::id()))),
