@@ -13,6 +13,7 @@ pub mod fence;
 pub mod freeze;
 pub mod fsutil;
 pub mod guard;
+pub mod intent;
 pub mod journal;
 pub mod lock;
 pub mod mountinfo;
