@@ -659,7 +659,8 @@ pub fn parse_if_inet6(text: &str) -> Vec<String> {
 }
 
 /// A lifecycle operation run in a child process (see the module docs).
-pub fn child_op(op: &str, lxcpath: &Path, name: &str, timeout: Duration) -> Result<()> {
+/// Returns the child's standard output.
+pub fn child_op(op: &str, lxcpath: &Path, name: &str, timeout: Duration) -> Result<String> {
     // /proc/self/exe still runs this very binary when a package upgrade has
     // replaced the file on disk during a failover.
     let exe = PathBuf::from("/proc/self/exe");
@@ -678,7 +679,7 @@ pub fn child_op(op: &str, lxcpath: &Path, name: &str, timeout: Duration) -> Resu
         .with_context(|| format!("failed to run {}", cmd.display()))?;
     let out = runner::wait_with_deadline(&mut child, &cmd)?;
     if out.success() {
-        Ok(())
+        Ok(out.stdout)
     } else {
         let msg = out.stderr.trim();
         let msg = msg.strip_prefix("ctmgr: error: ").unwrap_or(msg);
@@ -699,12 +700,57 @@ pub const MAX_TIMEOUT_SECS: u64 = 86_400;
 
 /// Starts a container (in a child) and waits until it is RUNNING.
 pub fn start(lxcpath: &Path, name: &str, timeout: Duration) -> Result<()> {
-    child_op("__lxc-start", lxcpath, name, timeout)
+    child_op("__lxc-start", lxcpath, name, timeout).map(|_| ())
 }
 
-/// Stops a container: clean shutdown within `timeout`, then kill.
-pub fn stop(lxcpath: &Path, name: &str, timeout: Duration) -> Result<()> {
-    child_op("__lxc-stop", lxcpath, name, timeout)
+/// How a stop ended (safety rule 11: a kill is never shown as a clean stop).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StopOutcome {
+    /// It was not running.
+    Already,
+    /// It shut down cleanly (its init obeyed `lxc.signal.halt`) in time.
+    Clean,
+    /// It did not shut down within its timeout and was killed.
+    Killed,
+}
+
+impl StopOutcome {
+    /// The word `__lxc-stop` prints for its parent.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopOutcome::Already => "already",
+            StopOutcome::Clean => "clean",
+            StopOutcome::Killed => "killed",
+        }
+    }
+
+    /// Reads the child's report (its last non-empty stdout line).
+    pub fn parse(stdout: &str) -> Option<StopOutcome> {
+        match stdout
+            .lines()
+            .rev()
+            .map(str::trim)
+            .find(|l| !l.is_empty())?
+        {
+            "already" => Some(StopOutcome::Already),
+            "clean" => Some(StopOutcome::Clean),
+            "killed" => Some(StopOutcome::Killed),
+            _ => None,
+        }
+    }
+}
+
+/// Stops a container: clean shutdown within `timeout`, then kill; says
+/// which of the two it was.
+pub fn stop(lxcpath: &Path, name: &str, timeout: Duration) -> Result<StopOutcome> {
+    let out = child_op("__lxc-stop", lxcpath, name, timeout)?;
+    StopOutcome::parse(&out).with_context(|| {
+        format!(
+            "container {name}: the stop child did not say how it ended (stdout {:?})",
+            out.trim()
+        )
+    })
 }
 
 /// Body of `ctmgr __lxc-start LXCPATH NAME SECS` (runs in the child).
@@ -762,24 +808,37 @@ fn guard_refusal(lxcpath: &Path, name: &str) -> Option<String> {
         .err()
 }
 
-/// Body of `ctmgr __lxc-stop LXCPATH NAME SECS` (runs in the child).
+/// Body of `ctmgr __lxc-stop LXCPATH NAME SECS` (runs in the child). Prints
+/// how it ended ([`StopOutcome::as_str`]) as its last stdout line: the
+/// parent ([`stop`]) reads it.
 pub fn stop_here(lxcpath: &Path, name: &str, secs: i32) -> Result<()> {
+    let outcome = stop_in_process(lxcpath, name, secs)?;
+    println!("{}", outcome.as_str());
+    Ok(())
+}
+
+fn stop_in_process(lxcpath: &Path, name: &str, secs: i32) -> Result<StopOutcome> {
     let c = Container::new(name, lxcpath)?;
     if !c.is_running() {
-        return Ok(());
+        return Ok(StopOutcome::Already);
     }
+    // liblxc's shutdown sends lxc.signal.halt and waits; `true` only when
+    // the container reached STOPPED on its own within `secs`.
     let clean = c.shutdown(secs).unwrap_or(false);
-    if !clean && c.is_running() {
+    let outcome = if !clean && c.is_running() {
         tracing::warn!(
             container = name,
             "did not shut down within {secs} s; killing it"
         );
         c.stop()?;
-    }
+        StopOutcome::Killed
+    } else {
+        StopOutcome::Clean
+    };
     if !c.wait("STOPPED", 10) {
         bail!("container {name} is still {} after stop", c.state());
     }
-    Ok(())
+    Ok(outcome)
 }
 
 /// Mounts seen in this namespace are needed by callers that list stores.
@@ -790,6 +849,18 @@ pub fn mounts() -> Result<Vec<Mount>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stop_outcome_is_read_from_the_last_line() {
+        assert_eq!(StopOutcome::parse("clean\n"), Some(StopOutcome::Clean));
+        assert_eq!(
+            StopOutcome::parse("noise\nkilled\n\n"),
+            Some(StopOutcome::Killed)
+        );
+        assert_eq!(StopOutcome::parse("already"), Some(StopOutcome::Already));
+        assert_eq!(StopOutcome::parse(""), None);
+        assert_eq!(StopOutcome::parse("stopped"), None);
+    }
 
     #[test]
     fn config_parsing_helpers() {
@@ -849,6 +920,8 @@ mod tests {
 pub struct Settings {
     pub template: Option<String>,
     pub snapshots: Option<crate::config::PolicyOverride>,
+    /// Seconds for a clean shutdown before the container is killed (rule 11).
+    pub stop_timeout: Option<u64>,
 }
 
 /// Name of the per-container settings file.

@@ -3,10 +3,17 @@
 //! on the same store waits with a message, or fails at once under
 //! `--no-wait`. The kernel drops the lock when the process dies, so a
 //! `kill -9` never leaves a stale lock behind.
+//!
+//! Besides the store locks there is one node-local *name reservation* per
+//! container name (`/run/ctmgr/names/<name>.lock`, D19): `create` holds it
+//! from before it asks the peer whether the name is free until the new
+//! container's directory exists, and the peer's answer (`__name-answer`)
+//! takes it too, so two creates of one name on the two nodes cannot both
+//! hear "free".
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Where the lock files live.
@@ -23,6 +30,14 @@ pub enum LockError {
     #[error("store {store} is still locked by another ctmgr run ({holder}) after {secs} s")]
     TimedOut {
         store: String,
+        holder: String,
+        secs: u64,
+    },
+    #[error("the container name {name} is reserved by another ctmgr run ({holder}); not waiting (--no-wait)")]
+    NameBusy { name: String, holder: String },
+    #[error("the container name {name} is still reserved by another ctmgr run ({holder}) after {secs} s")]
+    NameTimedOut {
+        name: String,
         holder: String,
         secs: u64,
     },
@@ -59,27 +74,93 @@ pub enum Wait {
 /// Locks `store`. `on_wait` is called once if we have to wait (with the
 /// holder's description) so the caller can tell the person at the terminal.
 pub fn lock_store(store: &str, wait: Wait, on_wait: &dyn Fn(&str)) -> Result<StoreLock, LockError> {
-    let dir = dir();
-    let path = dir.join(format!("{store}.lock"));
-    let io = |source| LockError::Io {
-        path: path.clone(),
-        source,
-    };
-    std::fs::create_dir_all(&dir).map_err(io)?;
+    let path = dir().join(format!("{store}.lock"));
+    match acquire(&path, wait, on_wait) {
+        Ok(file) => Ok(StoreLock {
+            file,
+            store: store.to_string(),
+        }),
+        Err(Acquire::Busy(holder)) => Err(LockError::Busy {
+            store: store.to_string(),
+            holder,
+        }),
+        Err(Acquire::TimedOut(holder, secs)) => Err(LockError::TimedOut {
+            store: store.to_string(),
+            holder,
+            secs,
+        }),
+        Err(Acquire::Io(source)) => Err(LockError::Io { path, source }),
+    }
+}
+
+/// A held name reservation (see the module docs); released on drop.
+#[derive(Debug)]
+pub struct NameLock {
+    file: File,
+    pub name: String,
+}
+
+impl Drop for NameLock {
+    fn drop(&mut self) {
+        let _ = self.file.unlock();
+    }
+}
+
+/// Where the name reservations live (apart from the store locks, so no
+/// store name can meet a container name).
+pub fn names_dir() -> PathBuf {
+    dir().join("names")
+}
+
+/// Reserves the container name `name` on this node (it must be a valid
+/// name: it becomes a file name). Waits like [`lock_store`].
+pub fn lock_name(name: &str, wait: Wait, on_wait: &dyn Fn(&str)) -> Result<NameLock, LockError> {
+    let path = names_dir().join(format!("{name}.lock"));
+    match acquire(&path, wait, on_wait) {
+        Ok(file) => Ok(NameLock {
+            file,
+            name: name.to_string(),
+        }),
+        Err(Acquire::Busy(holder)) => Err(LockError::NameBusy {
+            name: name.to_string(),
+            holder,
+        }),
+        Err(Acquire::TimedOut(holder, secs)) => Err(LockError::NameTimedOut {
+            name: name.to_string(),
+            holder,
+            secs,
+        }),
+        Err(Acquire::Io(source)) => Err(LockError::Io { path, source }),
+    }
+}
+
+/// Why a lock file could not be taken.
+enum Acquire {
+    Busy(String),
+    TimedOut(String, u64),
+    Io(std::io::Error),
+}
+
+/// Takes the flock on `path` (made with its directory when missing) and
+/// writes who holds it into the file.
+fn acquire(path: &Path, wait: Wait, on_wait: &dyn Fn(&str)) -> Result<File, Acquire> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(Acquire::Io)?;
+    }
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
-        .open(&path)
-        .map_err(io)?;
+        .open(path)
+        .map_err(Acquire::Io)?;
     let started = Instant::now();
     let mut told = false;
     loop {
         match file.try_lock() {
             Ok(()) => break,
             Err(std::fs::TryLockError::WouldBlock) => {
-                let holder = std::fs::read_to_string(&path)
+                let holder = std::fs::read_to_string(path)
                     .map(|s| s.trim().to_string())
                     .unwrap_or_default();
                 let holder = if holder.is_empty() {
@@ -88,18 +169,9 @@ pub fn lock_store(store: &str, wait: Wait, on_wait: &dyn Fn(&str)) -> Result<Sto
                     holder
                 };
                 match wait {
-                    Wait::No => {
-                        return Err(LockError::Busy {
-                            store: store.to_string(),
-                            holder,
-                        })
-                    }
+                    Wait::No => return Err(Acquire::Busy(holder)),
                     Wait::Upto(limit) if started.elapsed() >= limit => {
-                        return Err(LockError::TimedOut {
-                            store: store.to_string(),
-                            holder,
-                            secs: limit.as_secs(),
-                        })
+                        return Err(Acquire::TimedOut(holder, limit.as_secs()))
                     }
                     Wait::Upto(_) => {
                         if !told {
@@ -110,7 +182,7 @@ pub fn lock_store(store: &str, wait: Wait, on_wait: &dyn Fn(&str)) -> Result<Sto
                     }
                 }
             }
-            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+            Err(std::fs::TryLockError::Error(e)) => return Err(Acquire::Io(e)),
         }
     }
     let me = format!(
@@ -120,10 +192,7 @@ pub fn lock_store(store: &str, wait: Wait, on_wait: &dyn Fn(&str)) -> Result<Sto
     );
     let _ = file.set_len(0);
     let _ = file.write_all(me.as_bytes());
-    Ok(StoreLock {
-        file,
-        store: store.to_string(),
-    })
+    Ok(file)
 }
 
 #[cfg(test)]
@@ -152,5 +221,16 @@ mod tests {
         lock_store("s2", Wait::No, &|_| {}).unwrap();
         drop(first);
         lock_store("s1", Wait::No, &|_| {}).unwrap();
+
+        // Name reservations are apart from the store locks.
+        let web = lock_name("web", Wait::No, &|_| {}).unwrap();
+        lock_store("web", Wait::No, &|_| {}).unwrap();
+        let err = lock_name("web", Wait::No, &|_| {}).unwrap_err();
+        assert!(matches!(err, LockError::NameBusy { .. }), "{err}");
+        assert!(err.to_string().contains("name web is reserved"), "{err}");
+        let err = lock_name("web", Wait::Upto(Duration::from_millis(100)), &|_| {}).unwrap_err();
+        assert!(matches!(err, LockError::NameTimedOut { .. }), "{err}");
+        drop(web);
+        lock_name("web", Wait::No, &|_| {}).unwrap();
     }
 }

@@ -93,6 +93,9 @@ pub enum Command {
         #[arg(long)]
         outdate: bool,
     },
+    /// The peer's side of create's "is this name free?" question (asked over ssh)
+    #[command(name = "__name-answer", hide = true)]
+    NameAnswer { name: String },
     #[command(name = "__lxc-start", hide = true)]
     LxcStart {
         lxcpath: PathBuf,

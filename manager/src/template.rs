@@ -46,6 +46,10 @@ pub struct Template {
     pub data_subvolume: Option<String>,
     /// Snapshot policy overrides for containers made from this profile.
     pub snapshots: Option<PolicyOverride>,
+    /// Seconds a container of this profile gets for a clean shutdown before
+    /// it is killed (release, migrate, `stop` without `--timeout`); a
+    /// container's own `stop_timeout` in its ctmgr.toml wins.
+    pub stop_timeout: Option<u64>,
 }
 
 fn default_order() -> i64 {
@@ -102,6 +106,18 @@ pub fn parse(name: &str, source_name: &str, text: &str) -> Result<Template, Temp
             name: name.to_string(),
             source_name: source_name.to_string(),
             message: "data_subvolume must be a relative path without '..'".to_string(),
+        });
+    }
+    if t.stop_timeout
+        .is_some_and(|s| s > crate::container::MAX_TIMEOUT_SECS)
+    {
+        return Err(TemplateError::Invalid {
+            name: name.to_string(),
+            source_name: source_name.to_string(),
+            message: format!(
+                "stop_timeout must be at most {} seconds",
+                crate::container::MAX_TIMEOUT_SECS
+            ),
         });
     }
     if let Some((index, key, why)) = crate::reserved::check_items(&t.config) {

@@ -1,14 +1,19 @@
 //! `ctmgr start NAME…`, `ctmgr stop NAME… [--timeout S]`, `ctmgr destroy NAME [--force]`
 
 use anyhow::{Context, Result};
-use ctmgr::container::{self, Located};
+use ctmgr::container::{self, Located, StopOutcome};
 use ctmgr::exit::{refuse, ExitStatus};
+use ctmgr::intent::{self, Intent};
 
 use super::Session;
 
 /// How long start, stop, destroy (and create) wait for a store lock held by
 /// a takeover, release, snapshot or prune of the same store.
 pub const LOCK_WAIT_SECS: u64 = 600;
+
+/// `stop`'s clean-shutdown wait when neither `--timeout` nor the container
+/// (its ctmgr.toml or profile) says.
+pub const DEFAULT_STOP_TIMEOUT_SECS: u64 = 30;
 
 #[derive(clap::Args, Debug)]
 pub struct StartArgs {
@@ -25,10 +30,10 @@ pub struct StopArgs {
     /// Containers to stop
     #[arg(required = true)]
     pub names: Vec<String>,
-    /// Seconds to wait for a clean shutdown before killing (0-86400)
-    #[arg(long, default_value_t = 30,
+    /// Seconds to wait for a clean shutdown before killing (0-86400) [default: the container's stop_timeout, else 30]
+    #[arg(long,
           value_parser = clap::value_parser!(u64).range(0..=container::MAX_TIMEOUT_SECS))]
-    pub timeout: u64,
+    pub timeout: Option<u64>,
     /// Fail at once when the store is locked by another ctmgr run [default: wait up to 600 s]
     #[arg(long)]
     pub no_wait: bool,
@@ -64,6 +69,13 @@ pub fn start(s: &Session, args: &StartArgs) -> Result<ExitStatus> {
     )?;
     let mut failed = 0;
     for c in &found {
+        // Meant to run from now on, on whichever node takes the store over
+        // (rule 11); recorded first, so a failed start is retried there.
+        if let Err(e) = intent::record(&c.dir(), Intent::Running) {
+            failed += 1;
+            eprintln!("ctmgr: error: not starting {}: {e:#}", c.name);
+            continue;
+        }
         match container::start(&c.lxcpath, &c.name, super::secs(60)) {
             Ok(()) => s.say(&format!("{}: RUNNING", c.name)),
             Err(e) => {
@@ -89,8 +101,23 @@ pub fn stop(s: &Session, args: &StopArgs) -> Result<ExitStatus> {
     )?;
     let mut failed = 0;
     for c in &found {
-        match container::stop(&c.lxcpath, &c.name, super::secs(args.timeout)) {
-            Ok(()) => s.say(&format!("{}: STOPPED", c.name)),
+        // Stopped on purpose: takeover and migrate leave it stopped (rule 11).
+        if let Err(e) = intent::record(&c.dir(), Intent::Stopped) {
+            failed += 1;
+            eprintln!("ctmgr: error: not stopping {}: {e:#}", c.name);
+            continue;
+        }
+        let timeout = match args.timeout {
+            Some(t) => super::secs(t),
+            None => intent::stop_timeout(&c.dir(), DEFAULT_STOP_TIMEOUT_SECS),
+        };
+        match container::stop(&c.lxcpath, &c.name, timeout) {
+            Ok(StopOutcome::Clean | StopOutcome::Already) => s.say(&format!("{}: STOPPED", c.name)),
+            Ok(StopOutcome::Killed) => eprintln!(
+                "ctmgr: warning: {} did not shut down cleanly within {} s: KILLED",
+                c.name,
+                timeout.as_secs()
+            ),
             Err(e) => {
                 failed += 1;
                 eprintln!("ctmgr: error: failed to stop {}: {e:#}", c.name);

@@ -9,7 +9,7 @@ use ctmgr::config::Store;
 use ctmgr::exit::{refuse, usage, ExitStatus};
 use ctmgr::journal::{self, Entry};
 use ctmgr::runner::{Cmd, Runner};
-use ctmgr::takeover::{self, preflight, Started, Timeline};
+use ctmgr::takeover::{self, preflight, Outcome, Started, Timeline};
 
 use super::{print_json, Session};
 
@@ -35,7 +35,7 @@ pub struct TakeoverArgs {
 pub struct ReleaseArgs {
     /// Store name from cluster.toml
     pub store: String,
-    /// Seconds each container gets for a clean shutdown before it is killed (0-86400)
+    /// Seconds each container without its own `stop_timeout` gets for a clean shutdown before it is killed (0-86400)
     #[arg(long, default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(0..=ctmgr::container::MAX_TIMEOUT_SECS))]
     pub timeout: u64,
@@ -47,7 +47,7 @@ pub struct ReleaseArgs {
 pub struct MigrateArgs {
     /// Store to move to this node
     pub store: String,
-    /// Seconds each container gets for a clean shutdown on the old holder (0-86400)
+    /// Seconds each container without its own `stop_timeout` gets for a clean shutdown on the old holder (0-86400)
     #[arg(long, default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(0..=ctmgr::container::MAX_TIMEOUT_SECS))]
     pub timeout: u64,
@@ -116,12 +116,13 @@ pub fn takeover(s: &Session, args: &TakeoverArgs) -> Result<ExitStatus> {
             println!("  [{:<6}] {:<13} {}", c.verdict, c.name, c.message);
         }
     }
-    let groups = takeover::container_groups(&store.lxcpath());
+    let plan = takeover::start_plan(&store.lxcpath());
     if args.dry_run {
         if s.json {
             print_json(
                 &serde_json::json!({ "store": store.name, "verdict": verdict, "facts": {
-                "mount": facts.mount, "drbd": facts.drbd, "evidence": facts.evidence }, "start_groups": groups }),
+                "mount": facts.mount, "drbd": facts.drbd, "evidence": facts.evidence }, "start_groups": plan.groups,
+                "left_stopped": plan.left_stopped }),
             )?;
         } else {
             println!("plan:");
@@ -147,11 +148,17 @@ pub fn takeover(s: &Session, args: &TakeoverArgs) -> Result<ExitStatus> {
             );
             if args.no_start {
                 println!("  start    nothing (--no-start)");
-            } else if groups.is_empty() {
-                println!("  start    the containers found on the store once mounted, lower lxc.start.order first");
+            } else if plan.groups.is_empty() && plan.left_stopped.is_empty() {
+                println!("  start    the containers found on the store once mounted that are meant to run, lower lxc.start.order first");
             }
-            for (order, names) in &groups {
+            for (order, names) in &plan.groups {
                 println!("  start    order {order}: {}", names.join(" "));
+            }
+            if !plan.left_stopped.is_empty() {
+                println!(
+                    "  leave    {}: stopped on purpose, not started",
+                    plan.left_stopped.join(" ")
+                );
             }
             println!("dry run: nothing changed");
         }
@@ -183,7 +190,10 @@ pub fn takeover(s: &Session, args: &TakeoverArgs) -> Result<ExitStatus> {
     e.total_ms = tl.total_ms();
     let status = match &result {
         Ok(started) => {
-            let failed: Vec<&Started> = started.iter().filter(|r| r.outcome == "failed").collect();
+            let failed: Vec<&Started> = started
+                .iter()
+                .filter(|r| r.outcome == Outcome::Failed)
+                .collect();
             e.outcome = if failed.is_empty() {
                 "ok".into()
             } else {
@@ -194,20 +204,7 @@ pub fn takeover(s: &Session, args: &TakeoverArgs) -> Result<ExitStatus> {
                     &serde_json::json!({ "store": store.name, "verdict": verdict, "containers": started, "steps": tl.steps, "total_ms": tl.total_ms() }),
                 )?;
             } else if !s.quiet {
-                println!("containers:");
-                for r in started {
-                    println!(
-                        "  {:<20} order {:<4} {:<8} {} ms{}",
-                        r.name,
-                        r.order,
-                        r.outcome,
-                        r.ms,
-                        r.error
-                            .as_ref()
-                            .map(|e| format!("  {e}"))
-                            .unwrap_or_default()
-                    );
-                }
+                print_containers(started);
             }
             print_steps(s, &tl);
             if failed.is_empty() {
@@ -239,6 +236,26 @@ pub fn takeover(s: &Session, args: &TakeoverArgs) -> Result<ExitStatus> {
     result
         .map(|_| status)
         .with_context(|| format!("failed to take over store {}", store.name))
+}
+
+/// The per-container lines of a takeover or release report.
+fn print_containers(rows: &[Started]) {
+    println!("containers:");
+    for r in rows {
+        let note = r.note();
+        println!(
+            "  {:<20} order {:<4} {:<11} {} ms{}",
+            r.name,
+            r.order,
+            r.outcome,
+            r.ms,
+            if note.is_empty() {
+                String::new()
+            } else {
+                format!("  {note}")
+            }
+        );
+    }
 }
 
 fn takeover_steps(
@@ -303,7 +320,7 @@ fn takeover_steps(
     let quiet = s.quiet || s.json;
     let started = takeover::start_set(&store.lxcpath(), &|r| {
         if let Ok(mut f) = first.lock() {
-            if f.is_none() && r.outcome != "failed" {
+            if f.is_none() && matches!(r.outcome, Outcome::Started | Outcome::Already) {
                 *f = Some(t.elapsed().as_millis() as u64);
             }
         }
@@ -311,7 +328,15 @@ fn takeover_steps(
             eprintln!("  {} {}", r.name, r.outcome);
         }
     });
-    let failed = started.iter().filter(|r| r.outcome == "failed").count();
+    let failed = started
+        .iter()
+        .filter(|r| r.outcome == Outcome::Failed)
+        .count();
+    let left: Vec<&str> = started
+        .iter()
+        .filter(|r| r.outcome == Outcome::NotStarted)
+        .map(|r| r.name.as_str())
+        .collect();
     if let Ok(Some(ms)) = first.lock().map(|f| *f) {
         tl.steps.push(ctmgr::journal::Step {
             step: "first-container".into(),
@@ -324,7 +349,15 @@ fn takeover_steps(
         "start",
         t,
         if failed == 0 { "done" } else { "failed" },
-        format!("{} container(s), {failed} failed", started.len()),
+        format!(
+            "{} container(s), {failed} failed{}",
+            started.len() - left.len(),
+            if left.is_empty() {
+                String::new()
+            } else {
+                format!("; stopped on purpose, not started: {}", left.join(" "))
+            }
+        ),
     );
     Ok(started)
 }
@@ -333,7 +366,8 @@ pub fn release(s: &Session, args: &ReleaseArgs) -> Result<ExitStatus> {
     let store = store_of(s, &args.store)?;
     let _lock = super::lock_store(&store.name, args.no_wait, 1800)?;
     let mut tl = Timeline::default();
-    let result = release_steps(s, store, args.timeout, &mut tl);
+    let mut stopped = Vec::new();
+    let result = release_steps(s, store, args.timeout, &mut tl, &mut stopped);
     let mut e = entry(s, "release", &store.name, &tl);
     e.outcome = if result.is_ok() {
         "ok".into()
@@ -344,15 +378,34 @@ pub fn release(s: &Session, args: &ReleaseArgs) -> Result<ExitStatus> {
     journal::append(&e).context("failed to write the journal")?;
     if s.json {
         print_json(
-            &serde_json::json!({ "store": store.name, "steps": tl.steps, "total_ms": tl.total_ms(), "error": e.error }),
+            &serde_json::json!({ "store": store.name, "containers": stopped, "steps": tl.steps, "total_ms": tl.total_ms(), "error": e.error }),
         )?;
+    } else if !s.quiet && !stopped.is_empty() {
+        print_containers(&stopped);
     }
     print_steps(s, &tl);
+    let killed: Vec<&str> = stopped
+        .iter()
+        .filter(|r| r.outcome == Outcome::Killed)
+        .map(|r| r.name.as_str())
+        .collect();
+    if !killed.is_empty() {
+        tracing::warn!(
+            "{} did not shut down cleanly within their stop timeout and were killed",
+            killed.join(", ")
+        );
+    }
     result.with_context(|| format!("failed to release store {}", store.name))?;
     Ok(ExitStatus::Done)
 }
 
-fn release_steps(s: &Session, store: &Store, timeout: u64, tl: &mut Timeline) -> Result<()> {
+fn release_steps(
+    s: &Session,
+    store: &Store,
+    timeout: u64,
+    tl: &mut Timeline,
+    stopped_out: &mut Vec<Started>,
+) -> Result<()> {
     // The peer is about to need the replicas: push them first (a failure
     // is a warning; the release goes on).
     if s.stores()
@@ -367,12 +420,32 @@ fn release_steps(s: &Session, store: &Store, timeout: u64, tl: &mut Timeline) ->
     match takeover::observe_mount(store)? {
         preflight::MountFact::Store => {
             let stopped = takeover::stop_set(&store.lxcpath(), Duration::from_secs(timeout));
+            // One journal step per container, in the order they were
+            // stopped: the reverse start order shows, and a kill is a kill.
+            for r in &stopped {
+                tl.steps.push(ctmgr::journal::Step {
+                    step: format!("stop:{}", r.name),
+                    outcome: r.outcome.to_string(),
+                    ms: r.ms,
+                    detail: format!(
+                        "order {}, stop timeout {} s{}",
+                        r.order,
+                        r.stop_timeout_s.unwrap_or(timeout),
+                        match r.note() {
+                            n if n.is_empty() => String::new(),
+                            n => format!(": {n}"),
+                        }
+                    ),
+                });
+            }
             let failed: Vec<String> = stopped
                 .iter()
-                .filter(|r| r.outcome == "failed")
+                .filter(|r| r.outcome == Outcome::Failed)
                 .map(|r| format!("{}: {}", r.name, r.error.as_deref().unwrap_or("")))
                 .collect();
-            let n = stopped.iter().filter(|r| r.outcome == "stopped").count();
+            let count = |o: Outcome| stopped.iter().filter(|r| r.outcome == o).count();
+            let (n, killed) = (count(Outcome::Stopped), count(Outcome::Killed));
+            *stopped_out = stopped;
             if !failed.is_empty() {
                 tl.record("stop", t, "failed", failed.join("; "));
                 anyhow::bail!("could not stop: {}", failed.join("; "));
@@ -380,8 +453,8 @@ fn release_steps(s: &Session, store: &Store, timeout: u64, tl: &mut Timeline) ->
             tl.record(
                 "stop",
                 t,
-                if n == 0 { "already" } else { "done" },
-                format!("{n} container(s) stopped"),
+                if n + killed == 0 { "already" } else { "done" },
+                format!("{n} container(s) stopped cleanly, {killed} killed"),
             );
             let t = Instant::now();
             let out = s.runner.run(
@@ -390,7 +463,8 @@ fn release_steps(s: &Session, store: &Store, timeout: u64, tl: &mut Timeline) ->
                     .timeout(Duration::from_secs(120)),
             )?;
             if !out.success() {
-                let holders = takeover::holders(&store.mountpoint);
+                let own = ctmgr::container::own_names(&store.lxcpath());
+                let holders = takeover::holders(&store.mountpoint, &own);
                 let who = if holders.is_empty() {
                     "no process found by /proc scan".to_string()
                 } else {
@@ -432,8 +506,21 @@ fn release_steps(s: &Session, store: &Store, timeout: u64, tl: &mut Timeline) ->
                             .args(["secondary", res])
                             .timeout(Duration::from_secs(60)),
                     )
-                    .inspect_err(|e| tl.record("demote", t, "failed", e.to_string()))
-                    .with_context(|| format!("failed to demote {res}"))?;
+                    .map_err(|e| {
+                        // "(-12) Device is held open": say by whom.
+                        let who = takeover::device_holders(&store.device);
+                        let who = if who.is_empty() {
+                            String::new()
+                        } else {
+                            format!(
+                                "; {} is held by: {}",
+                                store.device.display(),
+                                who.join(", ")
+                            )
+                        };
+                        tl.record("demote", t, "failed", format!("{e}{who}"));
+                        anyhow::Error::new(e).context(format!("failed to demote {res}{who}"))
+                    })?;
                 tl.record("demote", t, "done", format!("drbdadm secondary {res}"));
             }
             Ok(r) => tl.record("demote", t, "already", format!("{res} is {r}")),
@@ -441,6 +528,30 @@ fn release_steps(s: &Session, store: &Store, timeout: u64, tl: &mut Timeline) ->
         }
     }
     Ok(())
+}
+
+/// The containers a release on the peer reports (its `--json`), as far as
+/// migrate needs them.
+#[derive(serde::Deserialize, Default)]
+struct RemoteRelease {
+    #[serde(default)]
+    containers: Vec<RemoteContainer>,
+}
+
+#[derive(serde::Deserialize)]
+struct RemoteContainer {
+    name: String,
+    outcome: String,
+}
+
+/// `ctmgr [--config C] ARGS…` as run on the peer over ssh.
+fn remote_ctmgr(cli_config: Option<&std::path::Path>, args: &[&str]) -> Vec<String> {
+    let mut remote = vec!["ctmgr".to_string()];
+    if let Some(c) = cli_config {
+        remote.extend(["--config".to_string(), c.display().to_string()]);
+    }
+    remote.extend(args.iter().map(|a| a.to_string()));
+    remote
 }
 
 pub fn migrate(
@@ -453,16 +564,11 @@ pub fn migrate(
         .config
         .peer_of(&s.node)
         .ok_or_else(|| usage("migrate needs a peer node in cluster.toml"))?;
-    let mut remote = vec!["ctmgr".to_string()];
-    if let Some(c) = cli_config {
-        remote.extend(["--config".to_string(), c.display().to_string()]);
-    }
-    remote.extend([
-        "release".into(),
-        store.name.clone(),
-        "--timeout".into(),
-        args.timeout.to_string(),
-    ]);
+    let timeout = args.timeout.to_string();
+    let remote = remote_ctmgr(
+        cli_config,
+        &["--json", "release", &store.name, "--timeout", &timeout],
+    );
     let remote_ref: Vec<&str> = remote.iter().map(String::as_str).collect();
     s.say(&format!(
         "releasing {} on {} ({}) …",
@@ -472,7 +578,7 @@ pub fn migrate(
         "ssh",
         &peer.ssh,
         &remote_ref,
-        Duration::from_secs(args.timeout * 4 + 120),
+        takeover::remote_release_deadline(args.timeout),
     ))?;
     if !out.success() {
         let msg = format!("{}{}", out.stdout, out.stderr);
@@ -484,11 +590,22 @@ pub fn migrate(
             msg.trim()
         );
     }
-    if !s.quiet {
-        print!("{}", out.stdout);
+    let released: RemoteRelease = serde_json::from_str(out.stdout.trim()).unwrap_or_default();
+    if !s.quiet && !s.json {
+        println!("released on {}:", peer.name);
+        for c in &released.containers {
+            println!("  {:<20} {}", c.name, c.outcome);
+        }
+    }
+    for c in released.containers.iter().filter(|c| c.outcome == "killed") {
+        tracing::warn!(
+            "{} on {} did not shut down cleanly within its stop timeout and was killed",
+            c.name,
+            peer.name
+        );
     }
     s.say(&format!("released on {}; taking over here", peer.name));
-    takeover(
+    let result = takeover(
         s,
         &TakeoverArgs {
             store: store.name.clone(),
@@ -497,5 +614,104 @@ pub fn migrate(
             no_start: false,
             no_wait: false,
         },
-    )
+    );
+    let err = match result {
+        Ok(status) => return Ok(status),
+        Err(e) => e,
+    };
+    // D21: the peer released, this node could not take over. The set is
+    // stopped; give the store back to the peer through its own normal
+    // takeover (every check, no --force), or say loudly what is down where.
+    let stopped: Vec<String> = released
+        .containers
+        .iter()
+        .filter(|c| matches!(c.outcome.as_str(), "stopped" | "killed"))
+        .map(|c| c.name.clone())
+        .collect();
+    let names = if stopped.is_empty() {
+        "its containers".to_string()
+    } else {
+        stopped.join(", ")
+    };
+    eprintln!(
+        "ctmgr: error: takeover of {} here failed after {} released it: {err:#}",
+        store.name, peer.name
+    );
+    eprintln!("ctmgr: giving {} back to {} …", store.name, peer.name);
+    let back = give_back(s, store, peer, cli_config, args.timeout);
+    let mut tl = Timeline::default();
+    let mut e = entry(s, "migrate", &store.name, &tl);
+    let message = match &back {
+        Ok(()) => format!(
+            "migrate of {} failed: takeover here failed ({err:#}); the store is back on {}, which started its containers meant to run ({names} had been stopped)",
+            store.name, peer.name
+        ),
+        Err(why) => {
+            let here = ctmgr::store::holding_now(store, &s.runner).describe(&store.mountpoint);
+            format!(
+                "migrate of {} failed and could not be undone: {names} on store {} are STOPPED. Takeover here failed ({err:#}); giving it back to {} failed ({why:#}). On {}: {here}. Fix the cause and run `ctmgr takeover {}` on the node that should hold it",
+                store.name, store.name, peer.name, s.node, store.name
+            )
+        }
+    };
+    tl.record(
+        "give-back",
+        Instant::now(),
+        if back.is_ok() { "done" } else { "failed" },
+        format!("takeover {} on {}", store.name, peer.name),
+    );
+    e.steps = tl.steps.clone();
+    e.outcome = "failed".into();
+    e.error = Some(message.clone());
+    journal::append(&e).context("failed to write the journal")?;
+    // A plain error (exit 1): something was changed, so never exit 3.
+    Err(anyhow::anyhow!(message))
+}
+
+/// Undoes a migrate whose takeover here failed: demotes here (if promoted),
+/// then runs the peer's own `ctmgr takeover STORE` over ssh.
+fn give_back(
+    s: &Session,
+    store: &Store,
+    peer: &ctmgr::config::Node,
+    cli_config: Option<&std::path::Path>,
+    timeout: u64,
+) -> Result<()> {
+    let primary_here = store
+        .drbd_resource
+        .as_deref()
+        .is_some_and(|r| ctmgr::store::drbd_role(&s.runner, r).as_deref() == Ok("Primary"));
+    let mounted_here = matches!(takeover::observe_mount(store)?, preflight::MountFact::Store);
+    if primary_here || mounted_here {
+        release(
+            s,
+            &ReleaseArgs {
+                store: store.name.clone(),
+                timeout,
+                no_wait: false,
+            },
+        )
+        .context("failed to release the store here again")?;
+    }
+    let remote = remote_ctmgr(cli_config, &["takeover", &store.name]);
+    let remote_ref: Vec<&str> = remote.iter().map(String::as_str).collect();
+    let out = s.runner.run(&takeover::ssh_cmd(
+        "ssh",
+        &peer.ssh,
+        &remote_ref,
+        takeover::remote_takeover_deadline(),
+    ))?;
+    if !s.quiet && !s.json {
+        print!("{}", out.stdout);
+    }
+    if !out.success() {
+        anyhow::bail!(
+            "`ctmgr takeover {}` on {} exited {}: {}",
+            store.name,
+            peer.name,
+            out.code,
+            out.stderr.trim()
+        );
+    }
+    Ok(())
 }
