@@ -72,16 +72,20 @@ impl Lab {
     fn container(&self, store: &str, name: &str, extra: &[u8]) -> PathBuf {
         let dir = self.lxcpath(store).join(name);
         fs::create_dir_all(dir.join("rootfs")).unwrap();
-        let mut config = format!(
-            "lxc.uts.name = {name}\nlxc.rootfs.path = btrfs:{d}/rootfs\nlxc.mount.fstab = {d}/fstab\nlxc.hook.pre-start = /usr/local/sbin/ctmgr-guard --store {store} --mountpoint {mp} --device /dev/drbd9\n",
-            d = dir.display(),
-            mp = self.root.join("srv").join(store).display()
-        )
-        .into_bytes();
+        let mut config = self.config_text(store, name).into_bytes();
         config.extend_from_slice(extra);
         fs::write(dir.join("config"), config).unwrap();
         fs::write(dir.join("fstab"), b"").unwrap();
         dir
+    }
+
+    /// The config ctmgr writes for a container of `store`.
+    fn config_text(&self, store: &str, name: &str) -> String {
+        format!(
+            "lxc.uts.name = {name}\nlxc.rootfs.path = btrfs:{d}/rootfs\nlxc.mount.fstab = {d}/fstab\nlxc.hook.pre-start = /usr/local/sbin/ctmgr-guard --store {store} --mountpoint {mp} --device /dev/drbd9\n",
+            d = self.lxcpath(store).join(name).display(),
+            mp = self.root.join("srv").join(store).display()
+        )
     }
 
     /// Where node2 keeps the replica of a store1 container.
@@ -642,10 +646,7 @@ fn decide_writes_nothing_and_checks_the_pushed_config() {
     let mounts = lab.peer_mounts(true);
     let running = |_: &str, _: &Path| Ok(false);
     let rx = lab.receiver_with(&mounts, &running);
-    let good = format!(
-        "lxc.rootfs.path = btrfs:{}/web/rootfs\n",
-        lab.lxcpath("store1").display()
-    );
+    let good = lab.config_text("store1", "web");
     let req = Request::Push {
         store: "store1".into(),
         name: "web".into(),
@@ -1143,4 +1144,158 @@ fn a_replica_pushed_by_a_killed_session_is_removed_without_force() {
     assert!(!lab.replica("web").exists());
     let state = StoreState::load(&lab.state, "store1").unwrap();
     assert!(!state.knows("web"), "{state:?}");
+}
+
+#[test]
+fn the_receiver_refuses_a_pushed_config_without_the_guard() {
+    // An old or hostile sender that skips its own check (issue 10, D8).
+    let lab = lab();
+    let mounts = lab.peer_mounts(true);
+    let running = |_: &str, _: &Path| Ok(false);
+    let rx = lab.receiver_with(&mounts, &running);
+    let good = lab.config_text("store1", "web");
+    let hook = good
+        .lines()
+        .find(|l| l.starts_with("lxc.hook.pre-start"))
+        .unwrap()
+        .to_string();
+    let req = Request::Push {
+        store: "store1".into(),
+        name: "web".into(),
+        file: SyncFile::Config,
+        expected: None,
+        mode: 0o640,
+        force: false,
+    };
+    let cases = [
+        (
+            good.replace(&format!("{hook}\n"), ""),
+            "no ctmgr-guard pre-start hook",
+        ),
+        (
+            format!("{good}lxc.hook.pre-start =\n"),
+            "no ctmgr-guard pre-start hook",
+        ),
+        (
+            format!("{good}lxc.hook =\n"),
+            "no ctmgr-guard pre-start hook",
+        ),
+        (
+            good.replace("--store store1 --mountpoint", "--store store2 --mountpoint")
+                .replace("/srv/store1 --device", "/srv/store2 --device"),
+            "does not name this container's store",
+        ),
+        (
+            format!("{good}lxc.include = /etc/clear-hooks.conf\n"),
+            "lxc.include",
+        ),
+        (format!("{good}lxc.hook.version = 1\n"), "lxc.hook.version"),
+    ];
+    for (config, why) in cases {
+        let (reply, _) = rx.handle(&req, config.as_bytes());
+        let Reply::Outcome {
+            outcome: Outcome::Refused { reason },
+            ..
+        } = reply
+        else {
+            panic!("{config}: {reply:?}")
+        };
+        assert!(reason.contains(why), "{config}: {reason}");
+        assert!(
+            reason.contains("refuses the pushed config of web"),
+            "{reason}"
+        );
+        assert!(!lab.replica("web").exists(), "nothing written for {config}");
+    }
+    // A comment that mentions the key clears nothing; the real config is kept.
+    let commented = format!("{good}# lxc.hook.pre-start =\n");
+    let (reply, _) = rx.handle(&req, commented.as_bytes());
+    assert!(
+        matches!(
+            reply,
+            Reply::Outcome {
+                outcome: Outcome::Written { .. },
+                ..
+            }
+        ),
+        "{reply:?}"
+    );
+
+    // End to end: a sender that pushes it anyway gets a refused row.
+    let lab = self::lab();
+    let dir = lab.container("store1", "web", b"");
+    let good = lab.config_text("store1", "web");
+    let hookless: String = good
+        .lines()
+        .filter(|l| !l.starts_with("lxc.hook.pre-start"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    fs::write(dir.join("config"), hookless).unwrap();
+    let stores = [lab.store("store1")];
+    let mut plans = plan(&stores, &[], &lab.state).unwrap();
+    let (req_r, mut req_w) = std::io::pipe().unwrap();
+    let (mut rep_r, rep_w) = std::io::pipe().unwrap();
+    let config = lab.config.clone();
+    let receiver = std::thread::spawn(move || {
+        let running = |_: &str, _: &Path| Ok(false);
+        let mounts = lab_mounts_for(&config);
+        let rx = Receiver {
+            config: &config,
+            mounts: &mounts,
+            node: Some("node2"),
+            is_running: &running,
+        };
+        rx.serve(req_r, rep_w)
+    });
+    // The old sender's loop: every file, no check of its own.
+    let parties = parties(&lab);
+    let mut conv = Conversation {
+        input: &mut rep_r,
+        output: &mut req_w,
+        peer: "node2",
+    };
+    let hello = Request::Hello {
+        version: protocol::VERSION,
+        cluster: "erp".into(),
+        from: "node1".into(),
+        to: "node2".into(),
+    };
+    conv.call(&hello, b"").unwrap();
+    let row = sync_file(
+        &parties,
+        &mut plans[0],
+        "web",
+        SyncFile::Config,
+        Mode::Push,
+        false,
+        &mut conv,
+    )
+    .unwrap();
+    protocol::write_frame(conv.output, &Request::Bye, b"").unwrap();
+    drop(req_w);
+    receiver.join().unwrap().unwrap();
+    assert_eq!(row.status, Status::Refused, "{row:?}");
+    assert!(
+        row.outcome().contains("no ctmgr-guard pre-start hook"),
+        "{}",
+        row.outcome()
+    );
+    assert!(!lab.replica("web").join("config").exists());
+    assert!(
+        StoreState::load(&lab.state, "store1")
+            .unwrap()
+            .hash("web", SyncFile::Config)
+            .is_none(),
+        "a refused push is not recorded"
+    );
+}
+
+/// node2's mounts for a lab config (store2 mounted at its mountpoint).
+fn lab_mounts_for(config: &Config) -> Vec<Mount> {
+    let mp = &config.store("store2").unwrap().mountpoint;
+    let line = format!(
+        "301 22 0:52 / {} rw,noatime - btrfs /dev/drbd1 rw\n",
+        mp.display()
+    );
+    crate::mountinfo::parse(&line).unwrap()
 }
