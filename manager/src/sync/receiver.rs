@@ -676,7 +676,7 @@ impl Receiver<'_> {
 
 /// A pushed config as liblxc reads it, from its text alone (the receiver
 /// has no container to load): lines in order, a later value replacing an
-/// earlier one, an empty `lxc.hook.pre-start` or `lxc.hook` clearing the
+/// earlier one, one pair of quotes dropped, an empty `lxc.hook.pre-start` or `lxc.hook` clearing the
 /// pre-start hooks, legacy spellings counted as their keys. Includes are
 /// listed, not followed: only LXC's own may be named at all.
 pub fn text_view(payload: &[u8]) -> crate::reserved::Effective {
@@ -691,7 +691,12 @@ pub fn text_view(payload: &[u8]) -> crate::reserved::Effective {
         let Some((k, v)) = line.split_once('=') else {
             continue;
         };
+        // liblxc drops one pair of quotes around a value.
         let v = v.trim();
+        let v = ['"', '\'']
+            .iter()
+            .find_map(|q| v.strip_prefix(*q).and_then(|r| r.strip_suffix(*q)))
+            .unwrap_or(v);
         match k.trim() {
             "lxc.hook.pre-start" if v.is_empty() => eff.pre_start.clear(),
             "lxc.hook.pre-start" => eff.pre_start.push(v.to_string()),

@@ -1207,8 +1207,11 @@ fn the_receiver_refuses_a_pushed_config_without_the_guard() {
         );
         assert!(!lab.replica("web").exists(), "nothing written for {config}");
     }
-    // A comment that mentions the key clears nothing; the real config is kept.
-    let commented = format!("{good}# lxc.hook.pre-start =\n");
+    // A comment that mentions the key clears nothing; quoted values (as
+    // ctmgr writes them) are liblxc's values.
+    let commented = format!("{good}# lxc.hook.pre-start =\n")
+        .replace("lxc.uts.name = web", "lxc.uts.name = \"web\"");
+    assert!(commented.contains("\"web\""));
     let (reply, _) = rx.handle(&req, commented.as_bytes());
     assert!(
         matches!(
