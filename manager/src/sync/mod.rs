@@ -769,7 +769,11 @@ fn sync_file<R: Read, W: Write>(
             // Logged before the request goes out: if this session dies
             // before the answer arrives, the next one knows the peer may
             // hold this content, and that it is ours (issue 10, D11).
-            plan.state.sending(&mut plan.log, name, file, &local_hash)?;
+            // (Not needed when it is the content recorded already: then
+            // an unchanged file costs no write here at all.)
+            if last.as_deref() != Some(local_hash.as_str()) {
+                plan.state.sending(&mut plan.log, name, file, &local_hash)?;
+            }
             let mut expected = last.clone();
             let mut retried = false;
             let (outcome, detail, current, payload) = loop {
@@ -817,11 +821,13 @@ fn sync_file<R: Read, W: Write>(
                     )
                 }
                 Outcome::Unchanged => {
-                    if last.as_deref() != Some(local_hash.as_str())
-                        || plan.state.pending(name, file).is_some()
-                    {
+                    if last.as_deref() != Some(local_hash.as_str()) {
                         plan.state
                             .record(parties.state_dir, &mut plan.log, name, file, &local)?;
+                    } else {
+                        // The peer holds what is recorded: nothing else
+                        // sent is there.
+                        plan.state.settle(&mut plan.log, name, file)?;
                     }
                     mk(Status::Unchanged, detail)
                 }
