@@ -20,11 +20,19 @@ fn main() {
             let config = std::env::var_os("LXC_CONFIG_FILE").map(std::path::PathBuf::from);
             guard::check(&a, config.as_deref(), &SystemRunner::default())
         });
-    if let Err(msg) = verdict {
-        println!("{msg}");
-        eprintln!("{msg}");
-        to_syslog(&msg);
-        std::process::exit(1);
+    match verdict {
+        Ok(notes) => {
+            for note in notes {
+                eprintln!("{note}");
+                to_syslog(&note);
+            }
+        }
+        Err(msg) => {
+            println!("{msg}");
+            eprintln!("{msg}");
+            to_syslog(&msg);
+            std::process::exit(1);
+        }
     }
 }
 

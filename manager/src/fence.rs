@@ -387,23 +387,65 @@ pub fn ask_peer(
     outdate: bool,
     config_path: &Path,
 ) -> Result<PeerReport, String> {
+    let targets: Vec<String> = live
+        .paths
+        .iter()
+        .filter(|p| p.alive())
+        .map(|p| ssh_target_for(peer, p.address))
+        .collect();
+    let question = Question {
+        store,
+        outdate,
+        config_path,
+        connect_secs: 5,
+        timeout: ASK_TIMEOUT,
+    };
+    ask_targets(runner, &targets, &question)
+}
+
+/// One `__fence-answer` question and its bounds.
+pub struct Question<'a> {
+    pub store: &'a str,
+    pub outdate: bool,
+    pub config_path: &'a Path,
+    /// ssh's `ConnectTimeout` for each target.
+    pub connect_secs: u32,
+    /// Bound for the whole question on one target.
+    pub timeout: Duration,
+}
+
+/// Asks `question` of each ssh target in turn (each once), first answer wins.
+pub fn ask_targets(
+    runner: &dyn Runner,
+    targets: &[String],
+    question: &Question<'_>,
+) -> Result<PeerReport, String> {
+    let store = question.store;
     let mut remote: Vec<String> = vec!["ctmgr".into()];
-    if config_path != Path::new(crate::config::DEFAULT_PATH) {
-        remote.extend(["--config".into(), config_path.display().to_string()]);
+    if question.config_path != Path::new(crate::config::DEFAULT_PATH) {
+        remote.extend([
+            "--config".into(),
+            question.config_path.display().to_string(),
+        ]);
     }
     remote.extend(["__fence-answer".into(), store.to_string()]);
-    if outdate {
+    if question.outdate {
         remote.push("--outdate".into());
     }
     let remote: Vec<&str> = remote.iter().map(String::as_str).collect();
     let mut errors = Vec::new();
     let mut tried = HashSet::new();
-    for p in live.paths.iter().filter(|p| p.alive()) {
-        let target = ssh_target_for(peer, p.address);
+    for target in targets {
         if !tried.insert(target.clone()) {
             continue;
         }
-        let cmd = crate::takeover::ssh_cmd("ssh", &target, &remote, ASK_TIMEOUT);
+        let cmd = crate::takeover::ssh_cmd_with(
+            "ssh",
+            target,
+            &remote,
+            question.timeout,
+            question.connect_secs,
+        );
         match runner.run_ok(&cmd) {
             Ok(out) => match serde_json::from_str::<PeerReport>(out.stdout.trim()) {
                 Ok(r) if r.store == store => return Ok(r),

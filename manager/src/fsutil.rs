@@ -22,6 +22,18 @@ pub const STALE_AFTER: Duration = Duration::from_secs(10 * 60);
 
 /// Writes `bytes` to `path` atomically with the given permission bits.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    write_atomic_checked(path, bytes, mode, |_| Ok(()))
+}
+
+/// [`write_atomic`], with `check` run on the complete, synced temp file before
+/// it replaces `path` (e.g. `drbdadm dump` of a rendered resource): when it
+/// fails, the temp file is removed, `path` is untouched and its error returned.
+pub fn write_atomic_checked(
+    path: &Path,
+    bytes: &[u8],
+    mode: u32,
+    check: impl FnOnce(&Path) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -41,6 +53,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
         .set_permissions(Permissions::from_mode(mode))?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;
+    check(tmp.path())?;
     // On failure the temp file is removed when `persist`'s error drops it.
     tmp.persist(path).map_err(|e| e.error)?;
     File::open(dir)?.sync_all()
@@ -98,6 +111,26 @@ fn process_alive(pid: u32) -> bool {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_rejected_check_leaves_the_old_file_and_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r0.res");
+        write_atomic(&p, b"old", 0o600).unwrap();
+        let mut seen = Vec::new();
+        let err = write_atomic_checked(&p, b"new", 0o600, |tmp| {
+            seen = fs::read(tmp)?;
+            Err(std::io::Error::other("drbdadm said no"))
+        })
+        .unwrap_err();
+        assert_eq!(err.to_string(), "drbdadm said no");
+        assert_eq!(seen, b"new", "the check sees the complete temp file");
+        assert_eq!(fs::read(&p).unwrap(), b"old");
+        let left: Vec<_> = fs::read_dir(dir.path()).unwrap().flatten().collect();
+        assert_eq!(left.len(), 1, "{left:?}");
+        write_atomic_checked(&p, b"new", 0o600, |_| Ok(())).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"new");
+    }
 
     #[test]
     fn replaces_content_and_sets_mode() {

@@ -7,8 +7,12 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use std::time::Duration;
+
+use crate::drbd::state::{parse_status_text, ResourceState, Role};
+use crate::fence::{PeerReport, PeerVerdict};
 use crate::mountinfo;
-use crate::runner::Runner;
+use crate::runner::{Cmd, Runner};
 use crate::store::{holding, Holding};
 
 /// What the hook was told about the container's store.
@@ -60,14 +64,16 @@ pub fn parse_args(args: &[String]) -> Result<GuardArgs, String> {
     })
 }
 
-/// Ok when the store is held here; otherwise the refusal message.
+/// Ok when the store is held here, the rootfs runs nowhere here and the peer
+/// (when it must be asked) does not use the store; otherwise the refusal
+/// message. Ok carries notes for the log (a peer that could not be asked).
 /// `config_file` is the config being started (LXC passes it to hooks as
 /// `LXC_CONFIG_FILE`).
 pub fn check(
     args: &GuardArgs,
     config_file: Option<&Path>,
     runner: &dyn Runner,
-) -> Result<(), String> {
+) -> Result<Vec<String>, String> {
     let container = args
         .lxc_args
         .first()
@@ -84,7 +90,10 @@ pub fn check(
         runner,
         &mounts,
     ) {
-        Holding::Held => not_running_elsewhere(args, config_file, &container),
+        Holding::Held => {
+            not_running_elsewhere(args, config_file, &container)?;
+            peer_not_using(args, &container, runner)
+        }
         other => Err(format!(
             "ctmgr-guard: refusing to start container {container}: its store {} is not held by this node ({}). \
              Start it on the node that holds {}, or move the store here with `ctmgr takeover {}`.",
@@ -235,6 +244,106 @@ fn not_running_elsewhere(
     Ok(())
 }
 
+/// Bound for the guard's question to the peer on one path: a start waits on it.
+const PEER_ASK_TIMEOUT: Duration = Duration::from_secs(8);
+
+/// Does the guard have to ask the peer? Not when DRBD shows it connected and
+/// Secondary: a connected Secondary cannot open the device (no
+/// allow-two-primaries in ctmgr's resources), so nothing there runs from the
+/// store. Anything else — disconnected, the peer Primary or unknown, no state —
+/// is asked. Pure.
+pub fn must_ask_peer(state: Option<&ResourceState>) -> bool {
+    !matches!(state, Some(s) if s.connection.is_connected() && s.peer_role == Role::Secondary)
+}
+
+/// What the peer's answer means for this start: `Err` when it holds or uses the
+/// store (two Primaries already, or its containers run from it); `Ok(note)`
+/// otherwise. Pure.
+pub fn peer_verdict(
+    container: &str,
+    asked: Result<PeerReport, String>,
+) -> Result<Option<String>, String> {
+    match asked {
+        Ok(report) => match crate::fence::judge(&report, false) {
+            PeerVerdict::Holds(why) => Err(format!(
+                "ctmgr-guard: refusing to start container {container}: {why}, while this node holds store {} too; one rootfs must never run twice (both nodes may be Primary: see docs/safety.md, split brain)",
+                report.store
+            )),
+            PeerVerdict::Safe => Ok(None),
+            PeerVerdict::Unsure(why) => Ok(Some(format!(
+                "ctmgr-guard: starting {container}: the peer could not confirm it leaves store {} alone ({why}); this node holds the store",
+                report.store
+            ))),
+        },
+        Err(why) => Ok(Some(format!(
+            "ctmgr-guard: starting {container}: the peer was not asked whether it uses the store ({why}); this node holds the store"
+        ))),
+    }
+}
+
+/// The peer's side of "one rootfs runs once" (issue 10 §4): when DRBD does not
+/// show the peer connected and Secondary, ask it over ssh — bounded, every
+/// path once — whether it is Primary, has the store mounted or runs any of its
+/// containers. The peer is found in cluster.toml (`CTMGR_CONFIG` or the
+/// default path; `CTMGR_NODE` or the hostname for this node); without one the
+/// hook cannot ask and lets the start go on (the store is held here), saying so.
+fn peer_not_using(
+    args: &GuardArgs,
+    container: &str,
+    runner: &dyn Runner,
+) -> Result<Vec<String>, String> {
+    let Some(res) = args.drbd_resource.as_deref() else {
+        return Ok(Vec::new());
+    };
+    let state = runner
+        .run_ok(
+            &Cmd::new("drbdadm")
+                .args(["status", res])
+                .timeout(Duration::from_secs(10)),
+        )
+        .ok()
+        .and_then(|out| parse_status_text(&out.stdout).ok())
+        .and_then(|v| v.into_iter().find(|s| s.name == res));
+    if !must_ask_peer(state.as_ref()) {
+        return Ok(Vec::new());
+    }
+    let asked = peer_targets().and_then(|(targets, config_path)| {
+        let question = crate::fence::Question {
+            store: &args.store,
+            outdate: false,
+            config_path: &config_path,
+            connect_secs: 2,
+            timeout: PEER_ASK_TIMEOUT,
+        };
+        crate::fence::ask_targets(runner, &targets, &question)
+    });
+    Ok(peer_verdict(container, asked)?.into_iter().collect())
+}
+
+/// The peer's ssh targets (its peer-link address first, then its LAN address)
+/// and the cluster.toml they came from.
+fn peer_targets() -> Result<(Vec<String>, PathBuf), String> {
+    let path = std::env::var_os("CTMGR_CONFIG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_PATH));
+    let config = crate::config::Config::load(&path).map_err(|e| e.to_string())?;
+    let hostname = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let explicit = std::env::var("CTMGR_NODE").ok();
+    let me = config
+        .resolve_node(explicit.as_deref(), &hostname)
+        .map_err(|e| e.to_string())?;
+    let peer = config
+        .peer_of(&me.name)
+        .ok_or_else(|| format!("{} names no peer of {}", path.display(), me.name))?;
+    let targets = crate::fence::peer_paths(peer)
+        .into_iter()
+        .map(|(_, a)| crate::fence::ssh_target_for(peer, a))
+        .collect();
+    Ok((targets, path))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -355,5 +464,60 @@ mod tests {
         assert!(msg.contains("is not on its store s"), "{msg}");
         let args = a(&format!("btrfs:{}", rootfs.display()));
         not_running_elsewhere(&args, Some(&config), "web").unwrap();
+    }
+
+    fn state(conn: &str, peer: Role) -> ResourceState {
+        use crate::drbd::state::{ConnState, DiskState};
+        ResourceState {
+            name: "r0".into(),
+            minor: Some(0),
+            role: Role::Primary,
+            disk: DiskState::UpToDate,
+            connection: ConnState::from_drbd(conn),
+            peer_role: peer,
+            peer_disk: DiskState::UpToDate,
+            sync_percent: None,
+            peer_node: None,
+        }
+    }
+
+    #[test]
+    fn the_peer_is_asked_unless_drbd_shows_it_connected_and_secondary() {
+        assert!(!must_ask_peer(Some(&state("Connected", Role::Secondary))));
+        assert!(must_ask_peer(Some(&state("Connected", Role::Primary))));
+        assert!(must_ask_peer(Some(&state("Connected", Role::Unknown))));
+        assert!(must_ask_peer(Some(&state("StandAlone", Role::Secondary))));
+        assert!(must_ask_peer(Some(&state("WFConnection", Role::Unknown))));
+        assert!(must_ask_peer(None), "no DRBD state: ask");
+    }
+
+    #[test]
+    fn a_peer_that_holds_the_store_refuses_the_start_and_silence_does_not() {
+        let report = |f: &dyn Fn(&mut PeerReport)| {
+            let mut r = PeerReport {
+                node: "node1".into(),
+                store: "store1".into(),
+                role: Some("Secondary".into()),
+                ..PeerReport::default()
+            };
+            f(&mut r);
+            r
+        };
+        let primary = report(&|r| r.role = Some("Primary".into()));
+        let e = peer_verdict("web", Ok(primary)).unwrap_err();
+        assert!(e.contains("node1 is Primary") && e.contains("web"), "{e}");
+        let mounted = report(&|r| r.mounted = true);
+        assert!(peer_verdict("web", Ok(mounted)).is_err());
+        let running = report(&|r| r.running = vec!["db".into()]);
+        assert!(peer_verdict("web", Ok(running)).is_err());
+
+        assert_eq!(peer_verdict("web", Ok(report(&|_| {}))), Ok(None));
+        let busy = report(&|r| r.busy = Some("ctmgr takeover (pid 7)".into()));
+        let note = peer_verdict("web", Ok(busy)).unwrap().unwrap();
+        assert!(note.contains("could not confirm"), "{note}");
+        let unreachable = peer_verdict("web", Err("node1: ssh: timed out".into()))
+            .unwrap()
+            .unwrap();
+        assert!(unreachable.contains("not asked"), "{unreachable}");
     }
 }

@@ -508,3 +508,45 @@ fn fault_d6_no_lan_address_means_no_evidence_based_takeover() {
     assert!(doc.stdout.contains("only one path"), "{doc}");
     assert_role(&lab, 1, "r0", "Primary");
 }
+
+// ---------------------------------------------------------------------------------------
+// The Primary's own fence-peer call after a cut link (DRBD's ping timeout), then its death.
+
+/// node1 holds store1 and loses the peer link: DRBD on node1 calls ctmgr's fence-peer
+/// handler (the capture's STEP 7b), which reaches node2 over the LAN and outdates it (exit
+/// 4). node1 then keeps writing and dies. node2's disk is Outdated — it misses what node1
+/// wrote after the cut — so its takeover is refused (`local-disk`), and a manual `drbdadm
+/// primary` is refused by DRBD itself; only an operator's `--force` may serve that data.
+#[test]
+fn fault_primary_fences_its_peer_after_a_cut_link_and_the_outdated_peer_never_takes_over() {
+    let lab = up();
+    node1_runs_web(&lab);
+    lab.cut_link();
+    assert_never_double(&lab);
+
+    let calls = lab.ping_timeout(1).expect("ping timeout on node1");
+    assert_never_double(&lab);
+    assert_eq!(calls, [("r0".to_string(), 4)], "{}", lab.status());
+    assert_eq!(dstate(&lab, 2, "r0"), "Outdated", "{}", lab.status());
+    assert_role(&lab, 1, "r0", "Primary");
+    let fenced = journal(&lab, 1, "fence-peer");
+    let last = fenced.last().expect("node1's handler journaled its answer");
+    assert_eq!(last["steps"][0]["outcome"], "exit 4", "{last}");
+
+    // node1 writes on after the cut, then dies.
+    lab.node(1)
+        .cmd_timeout(&["touch", "/srv/store1/after-the-cut"], Q)
+        .assert_success();
+    lab.crash(1);
+    assert_never_double(&lab);
+
+    let out = refused_on_node2(&lab, &["takeover", "store1"], "local-disk");
+    assert!(out.stdout.contains("Outdated"), "{out}");
+    let manual = lab
+        .node(2)
+        .cmd_timeout(&["drbdadm", "primary", "r0"], Duration::from_secs(120));
+    assert_never_double(&lab);
+    assert_eq!(manual.code(), Some(17), "{manual}");
+    assert_role(&lab, 2, "r0", "Secondary");
+    assert!(sim_primaries(&lab, "r0").len() <= 1);
+}

@@ -225,3 +225,92 @@ fn lab_guard_reserved_keys_cannot_switch_the_guard_off() {
     assert!(running_in(n1, "/srv/store1/containers").is_empty());
     assert_never_double(&lab);
 }
+
+// ---------------------------------------------------------------------------------------
+// §4: the peer is asked when DRBD cannot vouch for it.
+
+/// Two Primaries made by hand (an operator's `drbdadm primary --force` behind a cut link
+/// overrides fencing): node2 mounts store1 while node1 holds it too (Primary, mounted, `web`
+/// not running). A plain `lxc-start` of web on node2 passes every local check (node2 holds
+/// the store, nothing runs the rootfs) — the guard asks node1 over the LAN, hears
+/// "Primary", refuses. (A running web would be caught before that by the rootfs identity:
+/// the lab's nodes share one kernel's process table.)
+#[test]
+fn lab_guard_asks_the_peer_and_refuses_when_it_holds_the_store_too() {
+    let lab = up();
+    let (n1, n2) = (lab.node(1), lab.node(2));
+    n1.ctmgr(&["create", "web"]).assert_success();
+    assert_never_double(&lab);
+    lab.cut_link();
+    assert_never_double(&lab);
+
+    let out = n2.cmd_timeout(&["drbdadm", "primary", "--force", "r0"], Q);
+    assert!(out.success(), "{out}");
+    let device = lab.store_device("store1").expect("store1 device");
+    n2.cmd_timeout(&["mount", &device, "/srv/store1"], Q)
+        .assert_success();
+    // Two Primaries on purpose here: only the rootfs rule is checked from now on.
+    assert!(ctmgr_tests::invariants::rootfs_twice(&lab).is_empty());
+
+    let (out, log) = lxc_start(
+        n2,
+        &["-n", "web", "-P", "/srv/store1/containers"],
+        "/root/peer.log",
+    );
+    assert!(!out.success(), "node2 started a second web: {out}");
+    assert!(
+        ctmgr_tests::invariants::rootfs_twice(&lab).is_empty(),
+        "{:?}",
+        ctmgr_tests::invariants::rootfs_twice(&lab)
+    );
+    assert!(
+        log.contains("node1 is Primary for store store1") && log.contains("never run twice"),
+        "the refusal should name the peer's state: {out}\n{log}"
+    );
+    assert!(running_in(n2, "/srv/store1/containers").is_empty());
+
+    // Undo the operator's split brain so the lab tears down cleanly.
+    n2.cmd_timeout(&["umount", "/srv/store1"], Q)
+        .assert_success();
+    n2.cmd_timeout(&["drbdadm", "secondary", "r0"], Q)
+        .assert_success();
+    assert_never_double(&lab);
+}
+
+/// Connected with a Secondary peer, the guard does not ask (the peer cannot open the
+/// device): a start works with the peer's sshd gone, and nothing is logged about it.
+#[test]
+fn lab_guard_does_not_ask_a_connected_secondary_peer() {
+    let lab = up();
+    let n1 = lab.node(1);
+    n1.ctmgr(&["create", "web"]).assert_success();
+    // node2 rejects ssh: had the guard asked, it would log that the peer was not asked.
+    for argv in [
+        &["nft", "add", "table", "inet", "guard"][..],
+        &[
+            "nft", "add", "chain", "inet", "guard", "input", "{", "type", "filter", "hook",
+            "input", "priority", "0", ";", "}",
+        ],
+        &[
+            "nft", "add", "rule", "inet", "guard", "input", "tcp", "dport", "22", "reject", "with",
+            "tcp", "reset",
+        ],
+    ] {
+        lab.node(2)
+            .cmd_timeout(argv, Q)
+            .check()
+            .expect("nft in node2");
+    }
+    let (out, log) = lxc_start(
+        n1,
+        &["-n", "web", "-P", "/srv/store1/containers"],
+        "/root/c.log",
+    );
+    assert!(out.success(), "{out}\n{log}");
+    assert_never_double(&lab);
+    assert!(
+        !log.contains("peer was not asked") && !log.contains("could not confirm"),
+        "{log}"
+    );
+    assert_eq!(running_in(n1, "/srv/store1/containers"), ["web"]);
+}

@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -200,25 +199,20 @@ pub fn render(s: &Session, format: Option<&str>, out: &Path) -> Result<ExitStatu
     for input in inputs(&s.config, secret.as_deref())? {
         let text = drbd::render(&input, format);
         let path = out.join(format!("{}.res", input.resource));
-        let tmp = out.join(format!(".{}.res.ctmgr-tmp", input.resource));
-        {
-            // 0600 whatever the content: the file may hold the shared secret (rule 8).
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)
-                .with_context(|| format!("cannot write {}", tmp.display()))?;
-            f.write_all(text.as_bytes())?;
-            f.sync_all()?;
-        }
-        if let Err(e) = drbd::validate_with_drbdadm(&tmp, &input.resource, &drbdadm) {
-            let _ = std::fs::remove_file(&tmp);
+        // 0600 whatever the content: the file may hold the shared secret (rule 8).
+        // drbdadm judges the complete temp file; a rejected render leaves the old one.
+        let mut rejected = None;
+        let written = ctmgr::fsutil::write_atomic_checked(&path, text.as_bytes(), 0o600, |tmp| {
+            drbd::validate_with_drbdadm(tmp, &input.resource, &drbdadm).map_err(|e| {
+                rejected = Some(e);
+                std::io::Error::other("rejected by drbdadm")
+            })
+        });
+        if let Some(e) = rejected {
             return Err(anyhow::Error::new(e)
                 .context(format!("drbdadm rejected the rendered {}", path.display())));
         }
-        std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+        written.with_context(|| format!("cannot write {}", path.display()))?;
         s.say(&format!(
             "wrote {} (checked by drbdadm dump)",
             path.display()

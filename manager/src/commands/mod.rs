@@ -231,6 +231,9 @@ pub fn run(cli: Cli) -> Result<ExitStatus> {
 
 /// Prints rows as an aligned table with a header.
 pub fn print_table(header: &[&str], rows: &[Vec<String>]) -> Result<()> {
+    // Every cell on one line, escapes shown, whatever the caller passed.
+    let rows: Vec<Vec<String>> = rows.iter().map(|r| ctmgr::text::row(r.clone())).collect();
+    let rows = rows.as_slice();
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in rows {
         for (i, c) in r.iter().enumerate() {

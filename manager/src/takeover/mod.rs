@@ -49,12 +49,24 @@ pub fn observe_mount(store: &Store) -> Result<MountFact> {
 
 /// The ssh argv prefix to reach a node (BatchMode: never prompt).
 pub fn ssh_cmd(runner_program: &str, target: &str, remote: &[&str], timeout: Duration) -> Cmd {
+    ssh_cmd_with(runner_program, target, remote, timeout, 5)
+}
+
+/// [`ssh_cmd`] with another `ConnectTimeout` (seconds).
+pub fn ssh_cmd_with(
+    runner_program: &str,
+    target: &str,
+    remote: &[&str],
+    timeout: Duration,
+    connect_secs: u32,
+) -> Cmd {
+    let connect = format!("ConnectTimeout={connect_secs}");
     Cmd::new(runner_program)
         .args([
             "-o",
             "BatchMode=yes",
             "-o",
-            "ConnectTimeout=5",
+            connect.as_str(),
             "-o",
             "ServerAliveInterval=5",
             "-o",
