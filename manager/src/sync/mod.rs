@@ -45,7 +45,7 @@ use crate::store::StoreHere;
 pub use protocol::SyncFile;
 use protocol::{Outcome, ProtocolError, Reply, Request};
 pub use receiver::{receive, Receiver};
-use state::StoreState;
+use state::{AckLog, StoreState};
 
 /// The hidden subcommand the peer runs.
 pub const RECEIVE_COMMAND: &str = "__sync-receive";
@@ -318,7 +318,7 @@ impl Report {
 }
 
 /// What to sync for one store, with its state (loaded under the sync lock).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct StorePlan<'c> {
     pub store: &'c Store,
     /// Its containers here (own ones, not replicas), limited to the names asked.
@@ -326,11 +326,15 @@ pub struct StorePlan<'c> {
     /// The names asked for, if any: orphans outside them are left alone.
     pub only: Option<BTreeSet<String>>,
     pub state: StoreState,
+    /// Where the session records each acknowledgement as it arrives.
+    pub log: AckLog,
 }
 
 impl StorePlan<'_> {
     fn file_count(&self) -> usize {
-        self.containers.len() * SyncFile::ALL.len() + self.state.containers.len()
+        self.containers.len() * SyncFile::ALL.len()
+            + self.state.containers.len()
+            + self.state.pending.len()
     }
 }
 
@@ -393,6 +397,7 @@ pub fn plan<'c>(
         let mut containers = crate::container::own_names(&store.lxcpath());
         known.extend(containers.iter().cloned());
         known.extend(state.containers.keys().cloned());
+        known.extend(state.pending.keys().cloned());
         if let Some(only) = &only {
             containers.retain(|c| only.contains(c));
         }
@@ -401,6 +406,7 @@ pub fn plan<'c>(
             containers,
             only: only.clone(),
             state,
+            log: AckLog::new(state_dir, &store.name),
         });
     }
     if let Some(missing) = names.iter().find(|n| !known.contains(*n)) {
@@ -578,9 +584,11 @@ fn sync_store<R: Read, W: Write>(
         .collect();
     let mut orphans: BTreeSet<String> = on_peer.iter().cloned().collect();
     orphans.extend(plan.state.containers.keys().cloned());
+    orphans.extend(plan.state.pending.keys().cloned());
     orphans.retain(|n| !here.contains(n) && plan.only.as_ref().is_none_or(|o| o.contains(n)));
     for name in orphans {
-        let recorded = plan.state.containers.contains_key(&name);
+        // Pushed from here, acknowledged or not (a killed session).
+        let recorded = plan.state.knows(&name);
         let listed = on_peer.contains(&name);
         if mode == Mode::Check || (!recorded && !force) {
             if !listed {
@@ -594,17 +602,52 @@ fn sync_store<R: Read, W: Write>(
             rows.push(row(&store, &name, None, Status::Orphaned, Some(detail)));
             continue;
         }
-        let expected: BTreeMap<SyncFile, String> = SyncFile::ALL
+        let mut expected: BTreeMap<SyncFile, String> = SyncFile::ALL
             .iter()
             .filter_map(|f| plan.state.hash(&name, *f).map(|h| (*f, h.to_string())))
             .collect();
-        let req = Request::Remove {
-            store: store.clone(),
-            name: name.clone(),
-            expected,
-            force,
+        // A file the peer holds in a content sent from here whose
+        // acknowledgement never arrived is ours: ask again expecting it
+        // (once per file at most).
+        let mut tries = 0;
+        let answer = loop {
+            let req = Request::Remove {
+                store: store.clone(),
+                name: name.clone(),
+                expected: expected.clone(),
+                force,
+            };
+            let answer = conv.call(&req, b"")?;
+            if let (
+                Reply::Outcome {
+                    outcome: Outcome::Drift,
+                    current: Some(cur),
+                    ..
+                },
+                _,
+            ) = &answer
+            {
+                let ours: Vec<SyncFile> = SyncFile::ALL
+                    .into_iter()
+                    .filter(|f| {
+                        expected.get(f) != Some(cur)
+                            && plan
+                                .state
+                                .pending(&name, *f)
+                                .is_some_and(|p| p.contains(cur))
+                    })
+                    .collect();
+                if !ours.is_empty() && tries < SyncFile::ALL.len() {
+                    tries += 1;
+                    for f in ours {
+                        expected.insert(f, cur.clone());
+                    }
+                    continue;
+                }
+            }
+            break answer;
         };
-        match conv.call(&req, b"")? {
+        match answer {
             (
                 Reply::Outcome {
                     outcome: Outcome::Removed,
@@ -613,7 +656,7 @@ fn sync_store<R: Read, W: Write>(
                 },
                 _,
             ) => {
-                plan.state.forget(parties.state_dir, &name)?;
+                plan.state.forget(parties.state_dir, &mut plan.log, &name)?;
                 rows.push(row(&store, &name, None, Status::Removed, detail));
             }
             (
@@ -623,7 +666,7 @@ fn sync_store<R: Read, W: Write>(
                 },
                 _,
             ) => {
-                plan.state.forget(parties.state_dir, &name)?;
+                plan.state.forget(parties.state_dir, &mut plan.log, &name)?;
             }
             (
                 Reply::Outcome {
@@ -723,24 +766,51 @@ fn sync_file<R: Read, W: Write>(
     let last = plan.state.hash(name, file).map(str::to_string);
     match mode {
         Mode::Push => {
-            let req = Request::Push {
-                store: store.clone(),
-                name: name.to_string(),
-                file,
-                expected: last.clone(),
-                mode: perm,
-                force,
-            };
-            let (reply, payload) = conv.call(&req, &local)?;
-            let Reply::Outcome {
-                outcome, detail, ..
-            } = reply
-            else {
-                return Err(conv.unexpected(&reply));
+            // Logged before the request goes out: if this session dies
+            // before the answer arrives, the next one knows the peer may
+            // hold this content, and that it is ours (issue 10, D11).
+            // (Not needed when it is the content recorded already: then
+            // an unchanged file costs no write here at all.)
+            if last.as_deref() != Some(local_hash.as_str()) {
+                plan.state.sending(&mut plan.log, name, file, &local_hash)?;
+            }
+            let mut expected = last.clone();
+            let mut retried = false;
+            let (outcome, detail, current, payload) = loop {
+                let req = Request::Push {
+                    store: store.clone(),
+                    name: name.to_string(),
+                    file,
+                    expected: expected.clone(),
+                    mode: perm,
+                    force,
+                };
+                let (reply, payload) = conv.call(&req, &local)?;
+                let Reply::Outcome {
+                    outcome,
+                    detail,
+                    current,
+                } = reply
+                else {
+                    return Err(conv.unexpected(&reply));
+                };
+                // The replica holds a content sent from here whose
+                // acknowledgement never arrived: ours, not drift; push
+                // again expecting it.
+                if let (Outcome::Drift, Some(cur), false) = (&outcome, &current, retried) {
+                    if expected.as_deref() != Some(cur.as_str()) && plan.state.sent(name, file, cur)
+                    {
+                        expected = Some(cur.clone());
+                        retried = true;
+                        continue;
+                    }
+                }
+                break (outcome, detail, current, payload);
             };
             Ok(match outcome {
                 Outcome::Written { over_drift } => {
-                    plan.state.record(parties.state_dir, name, file, &local)?;
+                    plan.state
+                        .record(parties.state_dir, &mut plan.log, name, file, &local)?;
                     mk(
                         if over_drift {
                             Status::Forced
@@ -752,11 +822,23 @@ fn sync_file<R: Read, W: Write>(
                 }
                 Outcome::Unchanged => {
                     if last.as_deref() != Some(local_hash.as_str()) {
-                        plan.state.record(parties.state_dir, name, file, &local)?;
+                        plan.state
+                            .record(parties.state_dir, &mut plan.log, name, file, &local)?;
+                    } else {
+                        // The peer holds what is recorded: nothing else
+                        // sent is there.
+                        plan.state.settle(&mut plan.log, name, file)?;
                     }
                     mk(Status::Unchanged, detail)
                 }
                 Outcome::Drift => {
+                    // Nothing sent from here is on the peer any more.
+                    if current
+                        .as_deref()
+                        .is_some_and(|c| !plan.state.sent(name, file, c))
+                    {
+                        plan.state.settle(&mut plan.log, name, file)?;
+                    }
                     let why = if last.is_some() {
                         format!("changed on {} since the last push; not overwritten (--force overwrites)", parties.to)
                     } else {
@@ -792,10 +874,18 @@ fn sync_file<R: Read, W: Write>(
                 Outcome::Present if current.as_deref() == Some(local_hash.as_str()) => {
                     mk(Status::InSync, None)
                 }
-                Outcome::Present if current.is_some() && current == last => mk(
-                    Status::Stale,
-                    Some("changed here since the last push; `ctmgr sync` pushes it".to_string()),
-                ),
+                Outcome::Present
+                    if current
+                        .as_deref()
+                        .is_some_and(|c| plan.state.sent(name, file, c)) =>
+                {
+                    mk(
+                        Status::Stale,
+                        Some(
+                            "changed here since the last push; `ctmgr sync` pushes it".to_string(),
+                        ),
+                    )
+                }
                 Outcome::Present => {
                     let why = if last.is_some() {
                         format!("changed on {} since the last push", parties.to)
@@ -1063,13 +1153,10 @@ pub fn run_sync(
     let mut rows = Vec::new();
     let result = session(runner, &cmd, &parties, &mut plans, opts, &mut rows);
     if opts.mode == Mode::Push {
-        // Whatever was done is recorded, even when the session broke off.
+        // Every acknowledgement is in the log already; fold it into the
+        // state file, also when the session broke off.
         for p in &plans {
-            let on_disk = StoreState::load(&state_dir, &p.store.name).ok();
-            if on_disk.as_ref() == Some(&p.state) {
-                continue;
-            }
-            if let Err(e) = p.state.save(&state_dir) {
+            if let Err(e) = p.state.compact(&state_dir) {
                 if result.is_ok() {
                     return Err(e);
                 }

@@ -13,6 +13,10 @@
 //!   pushed container's);
 //! - a replica changed here since the sender last pushed it (drift), unless
 //!   the sender says `--force`;
+//! - a pushed config a plain `lxc-start` could run without ctmgr's guard
+//!   (no `ctmgr-guard` pre-start hook for its store, one cleared later in
+//!   the file, a foreign `lxc.include` …: [`text_view`] judged by
+//!   [`crate::reserved::judge`], as the sender judges liblxc's view);
 //! - removing a replica that is running here.
 
 use std::fs;
@@ -332,6 +336,21 @@ impl Receiver<'_> {
                     ))
                 }
                 None => return refused("the pushed config has no lxc.rootfs.path"),
+            }
+            // Never keep a replica that a plain lxc-start could run without
+            // ctmgr's guard, whatever the sender checked (issue 10, D8).
+            let problems =
+                crate::reserved::judge(name, &t.store.lxcpath(), &text_view(payload), &|_| true);
+            if !problems.is_empty() {
+                return refused(format!(
+                    "{} refuses the pushed config of {name}: {}. It keeps its replica as it was; upgrade ctmgr on the sending node (its sync refuses such configs) and fix the config there",
+                    self.here(),
+                    problems
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ));
             }
         }
         let path = t.dir.join(file.as_str());
@@ -653,6 +672,44 @@ impl Receiver<'_> {
         }
         Ok(())
     }
+}
+
+/// A pushed config as liblxc reads it, from its text alone (the receiver
+/// has no container to load): lines in order, a later value replacing an
+/// earlier one, one pair of quotes dropped, an empty `lxc.hook.pre-start` or `lxc.hook` clearing the
+/// pre-start hooks, legacy spellings counted as their keys. Includes are
+/// listed, not followed: only LXC's own may be named at all.
+pub fn text_view(payload: &[u8]) -> crate::reserved::Effective {
+    let text = String::from_utf8_lossy(payload);
+    let mut eff = crate::reserved::Effective::default();
+    let some = |v: &str| (!v.is_empty()).then(|| v.to_string());
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with('#') {
+            continue;
+        }
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
+        // liblxc drops one pair of quotes around a value.
+        let v = v.trim();
+        let v = ['"', '\'']
+            .iter()
+            .find_map(|q| v.strip_prefix(*q).and_then(|r| r.strip_suffix(*q)))
+            .unwrap_or(v);
+        match k.trim() {
+            "lxc.hook.pre-start" if v.is_empty() => eff.pre_start.clear(),
+            "lxc.hook.pre-start" => eff.pre_start.push(v.to_string()),
+            "lxc.hook" if v.is_empty() => eff.pre_start.clear(),
+            "lxc.hook.version" => eff.hook_version = some(v),
+            "lxc.rootfs.path" | "lxc.rootfs" => eff.rootfs = some(v),
+            "lxc.mount.fstab" | "lxc.mount" => eff.fstab = some(v),
+            "lxc.uts.name" | "lxc.utsname" => eff.uts_name = some(v),
+            "lxc.include" => eff.includes.push(v.to_string()),
+            _ => {}
+        }
+    }
+    eff
 }
 
 fn request_summary(req: &Request) -> String {

@@ -72,16 +72,20 @@ impl Lab {
     fn container(&self, store: &str, name: &str, extra: &[u8]) -> PathBuf {
         let dir = self.lxcpath(store).join(name);
         fs::create_dir_all(dir.join("rootfs")).unwrap();
-        let mut config = format!(
-            "lxc.uts.name = {name}\nlxc.rootfs.path = btrfs:{d}/rootfs\nlxc.mount.fstab = {d}/fstab\nlxc.hook.pre-start = /usr/local/sbin/ctmgr-guard --store {store} --mountpoint {mp} --device /dev/drbd9\n",
-            d = dir.display(),
-            mp = self.root.join("srv").join(store).display()
-        )
-        .into_bytes();
+        let mut config = self.config_text(store, name).into_bytes();
         config.extend_from_slice(extra);
         fs::write(dir.join("config"), config).unwrap();
         fs::write(dir.join("fstab"), b"").unwrap();
         dir
+    }
+
+    /// The config ctmgr writes for a container of `store`.
+    fn config_text(&self, store: &str, name: &str) -> String {
+        format!(
+            "lxc.uts.name = {name}\nlxc.rootfs.path = btrfs:{d}/rootfs\nlxc.mount.fstab = {d}/fstab\nlxc.hook.pre-start = /usr/local/sbin/ctmgr-guard --store {store} --mountpoint {mp} --device /dev/drbd9\n",
+            d = self.lxcpath(store).join(name).display(),
+            mp = self.root.join("srv").join(store).display()
+        )
     }
 
     /// Where node2 keeps the replica of a store1 container.
@@ -181,7 +185,7 @@ fn sync_with(lab: &Lab, names: &[&str], mode: Mode, force: bool, peer: Peer) -> 
     let _ = receiver.join().unwrap();
     if mode == Mode::Push {
         for p in &plans {
-            p.state.save(&lab.state).unwrap();
+            p.state.compact(&lab.state).unwrap();
         }
     }
     Run {
@@ -642,10 +646,7 @@ fn decide_writes_nothing_and_checks_the_pushed_config() {
     let mounts = lab.peer_mounts(true);
     let running = |_: &str, _: &Path| Ok(false);
     let rx = lab.receiver_with(&mounts, &running);
-    let good = format!(
-        "lxc.rootfs.path = btrfs:{}/web/rootfs\n",
-        lab.lxcpath("store1").display()
-    );
+    let good = lab.config_text("store1", "web");
     let req = Request::Push {
         store: "store1".into(),
         name: "web".into(),
@@ -963,4 +964,341 @@ fn the_receiver_never_writes_outside_a_store() {
         other => panic!("expected a refusal, got {other:?}"),
     }
     assert!(!outside.join("web").exists(), "nothing written outside");
+}
+
+/// A session killed (issue 10, D11): the receiver carries out requests as
+/// usual but, at the `kill_at`-th push or remove (1-based), does it and then
+/// hangs up without answering; the sender's in-memory state is thrown away
+/// unsaved, as `kill -9` would. Returns the sender's error.
+fn killed_sync(lab: &Lab, kill_at: usize) -> SyncError {
+    let stores = [lab.store("store1")];
+    let mut plans = plan(&stores, &[], &lab.state).unwrap();
+    let (mut req_r, mut req_w) = std::io::pipe().unwrap();
+    let (mut rep_r, mut rep_w) = std::io::pipe().unwrap();
+    let config = lab.config.clone();
+    let mounts = lab.peer_mounts(true);
+    let receiver = std::thread::spawn(move || {
+        let running = |_: &str, _: &Path| Ok(false);
+        let rx = Receiver {
+            config: &config,
+            mounts: &mounts,
+            node: Some("node2"),
+            is_running: &running,
+        };
+        let hello = protocol::read_frame::<_, Request>(&mut req_r)
+            .unwrap()
+            .unwrap();
+        protocol::write_frame(&mut rep_w, &rx.hello(&hello.header).unwrap(), b"").unwrap();
+        let mut writes = 0;
+        while let Some(frame) = protocol::read_frame::<_, Request>(&mut req_r).unwrap() {
+            let (reply, payload) = rx.handle(&frame.header, &frame.payload);
+            if matches!(frame.header, Request::Push { .. } | Request::Remove { .. }) {
+                writes += 1;
+                if writes == kill_at {
+                    return; // done on disk, never answered
+                }
+            }
+            protocol::write_frame(&mut rep_w, &reply, &payload).unwrap();
+        }
+    });
+    let parties = parties(lab);
+    let mut rows = Vec::new();
+    let err = converse(
+        &parties,
+        &mut plans,
+        Mode::Push,
+        false,
+        &mut rep_r,
+        &mut req_w,
+        &mut rows,
+    )
+    .unwrap_err();
+    drop(req_w);
+    drop(rep_r);
+    receiver.join().unwrap();
+    drop(plans); // killed: nothing compacted, nothing saved
+    err
+}
+
+fn append(path: &Path, line: &[u8]) {
+    let mut bytes = fs::read(path).unwrap();
+    bytes.extend_from_slice(line);
+    fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn a_killed_first_push_leaves_no_false_drift() {
+    let lab = lab();
+    let web = lab.container("store1", "web", b"");
+    let db = lab.container("store1", "db", b"");
+    // Pushes in order: db config, db fstab, web config (killed), web fstab.
+    let err = killed_sync(&lab, 3);
+    assert!(
+        matches!(err, SyncError::Protocol(ProtocolError::Closed)),
+        "{err}"
+    );
+    assert!(
+        lab.replica("web").join("config").exists(),
+        "the peer wrote it"
+    );
+    assert!(!lab.replica("web").join("fstab").exists());
+    assert!(
+        !state::state_path(&lab.state, "store1").exists(),
+        "nothing compacted"
+    );
+    let folded = StoreState::load(&lab.state, "store1").unwrap();
+    assert!(folded.hash("db", SyncFile::Fstab).is_some(), "acknowledged");
+    assert!(
+        folded.hash("web", SyncFile::Config).is_none(),
+        "never acknowledged, so never recorded"
+    );
+    assert!(folded.pending("web", SyncFile::Config).is_some());
+
+    // Changed here since: what the peer holds is what we sent, not drift.
+    append(&web.join("config"), b"# v2\n");
+    append(&db.join("config"), b"# v2\n");
+    let check = sync_with(&lab, &[], Mode::Check, false, PEER);
+    assert_eq!(
+        outcomes(&check.report),
+        [
+            "db config stale",
+            "db fstab in sync",
+            "web config stale",
+            "web fstab missing"
+        ]
+    );
+    let run = push(&lab);
+    assert_eq!(
+        outcomes(&run),
+        [
+            "db config written",
+            "db fstab unchanged",
+            "web config written",
+            "web fstab written"
+        ]
+    );
+    for (name, dir) in [("web", &web), ("db", &db)] {
+        assert_eq!(
+            fs::read(lab.replica(name).join("config")).unwrap(),
+            fs::read(dir.join("config")).unwrap()
+        );
+    }
+    let state = StoreState::load(&lab.state, "store1").unwrap();
+    assert!(state.pending.is_empty(), "{:?}", state.pending);
+    assert!(!state::log_path(&lab.state, "store1").exists(), "compacted");
+    assert_eq!(
+        sync_with(&lab, &[], Mode::Check, false, PEER)
+            .report
+            .exit_status(),
+        ExitStatus::Done
+    );
+}
+
+#[test]
+fn a_hand_edit_after_a_killed_push_is_still_drift() {
+    let lab = lab();
+    let web = lab.container("store1", "web", b"");
+    let db = lab.container("store1", "db", b"");
+    push(&lab);
+    append(&web.join("config"), b"# v2\n");
+    append(&db.join("config"), b"# v2\n");
+    // db config written and acknowledged; web config written, no answer.
+    killed_sync(&lab, 3);
+    assert!(fs::read_to_string(lab.replica("web").join("config"))
+        .unwrap()
+        .contains("# v2"));
+    for name in ["web", "db"] {
+        append(&lab.replica(name).join("config"), b"# by hand on node2\n");
+    }
+    append(&web.join("config"), b"# v3\n");
+    let run = push(&lab);
+    assert_eq!(
+        outcomes(&run),
+        [
+            "db config drift",
+            "db fstab unchanged",
+            "web config drift",
+            "web fstab unchanged"
+        ]
+    );
+    for name in ["web", "db"] {
+        assert!(fs::read_to_string(lab.replica(name).join("config"))
+            .unwrap()
+            .contains("# by hand on node2"));
+    }
+    // --check sees the same.
+    let check = sync_with(&lab, &[], Mode::Check, false, PEER);
+    assert_eq!(check.report.exit_status(), ExitStatus::Failed);
+}
+
+#[test]
+fn a_replica_pushed_by_a_killed_session_is_removed_without_force() {
+    let lab = lab();
+    let web = lab.container("store1", "web", b"");
+    // web config and fstab written; the fstab never answered.
+    killed_sync(&lab, 2);
+    assert!(lab.replica("web").join("fstab").exists());
+    fs::remove_dir_all(&web).unwrap();
+    let run = push(&lab);
+    assert_eq!(outcomes(&run), ["web - removed"]);
+    assert!(!lab.replica("web").exists());
+    let state = StoreState::load(&lab.state, "store1").unwrap();
+    assert!(!state.knows("web"), "{state:?}");
+}
+
+#[test]
+fn the_receiver_refuses_a_pushed_config_without_the_guard() {
+    // An old or hostile sender that skips its own check (issue 10, D8).
+    let lab = lab();
+    let mounts = lab.peer_mounts(true);
+    let running = |_: &str, _: &Path| Ok(false);
+    let rx = lab.receiver_with(&mounts, &running);
+    let good = lab.config_text("store1", "web");
+    let hook = good
+        .lines()
+        .find(|l| l.starts_with("lxc.hook.pre-start"))
+        .unwrap()
+        .to_string();
+    let req = Request::Push {
+        store: "store1".into(),
+        name: "web".into(),
+        file: SyncFile::Config,
+        expected: None,
+        mode: 0o640,
+        force: false,
+    };
+    let cases = [
+        (
+            good.replace(&format!("{hook}\n"), ""),
+            "no ctmgr-guard pre-start hook",
+        ),
+        (
+            format!("{good}lxc.hook.pre-start =\n"),
+            "no ctmgr-guard pre-start hook",
+        ),
+        (
+            format!("{good}lxc.hook =\n"),
+            "no ctmgr-guard pre-start hook",
+        ),
+        (
+            good.replace("--store store1 --mountpoint", "--store store2 --mountpoint")
+                .replace("/srv/store1 --device", "/srv/store2 --device"),
+            "does not name this container's store",
+        ),
+        (
+            format!("{good}lxc.include = /etc/clear-hooks.conf\n"),
+            "lxc.include",
+        ),
+        (format!("{good}lxc.hook.version = 1\n"), "lxc.hook.version"),
+    ];
+    for (config, why) in cases {
+        let (reply, _) = rx.handle(&req, config.as_bytes());
+        let Reply::Outcome {
+            outcome: Outcome::Refused { reason },
+            ..
+        } = reply
+        else {
+            panic!("{config}: {reply:?}")
+        };
+        assert!(reason.contains(why), "{config}: {reason}");
+        assert!(
+            reason.contains("refuses the pushed config of web"),
+            "{reason}"
+        );
+        assert!(!lab.replica("web").exists(), "nothing written for {config}");
+    }
+    // A comment that mentions the key clears nothing; quoted values (as
+    // ctmgr writes them) are liblxc's values.
+    let commented = format!("{good}# lxc.hook.pre-start =\n")
+        .replace("lxc.uts.name = web", "lxc.uts.name = \"web\"");
+    assert!(commented.contains("\"web\""));
+    let (reply, _) = rx.handle(&req, commented.as_bytes());
+    assert!(
+        matches!(
+            reply,
+            Reply::Outcome {
+                outcome: Outcome::Written { .. },
+                ..
+            }
+        ),
+        "{reply:?}"
+    );
+
+    // End to end: a sender that pushes it anyway gets a refused row.
+    let lab = self::lab();
+    let dir = lab.container("store1", "web", b"");
+    let good = lab.config_text("store1", "web");
+    let hookless: String = good
+        .lines()
+        .filter(|l| !l.starts_with("lxc.hook.pre-start"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    fs::write(dir.join("config"), hookless).unwrap();
+    let stores = [lab.store("store1")];
+    let mut plans = plan(&stores, &[], &lab.state).unwrap();
+    let (req_r, mut req_w) = std::io::pipe().unwrap();
+    let (mut rep_r, rep_w) = std::io::pipe().unwrap();
+    let config = lab.config.clone();
+    let receiver = std::thread::spawn(move || {
+        let running = |_: &str, _: &Path| Ok(false);
+        let mounts = lab_mounts_for(&config);
+        let rx = Receiver {
+            config: &config,
+            mounts: &mounts,
+            node: Some("node2"),
+            is_running: &running,
+        };
+        rx.serve(req_r, rep_w)
+    });
+    // The old sender's loop: every file, no check of its own.
+    let parties = parties(&lab);
+    let mut conv = Conversation {
+        input: &mut rep_r,
+        output: &mut req_w,
+        peer: "node2",
+    };
+    let hello = Request::Hello {
+        version: protocol::VERSION,
+        cluster: "erp".into(),
+        from: "node1".into(),
+        to: "node2".into(),
+    };
+    conv.call(&hello, b"").unwrap();
+    let row = sync_file(
+        &parties,
+        &mut plans[0],
+        "web",
+        SyncFile::Config,
+        Mode::Push,
+        false,
+        &mut conv,
+    )
+    .unwrap();
+    protocol::write_frame(conv.output, &Request::Bye, b"").unwrap();
+    drop(req_w);
+    receiver.join().unwrap().unwrap();
+    assert_eq!(row.status, Status::Refused, "{row:?}");
+    assert!(
+        row.outcome().contains("no ctmgr-guard pre-start hook"),
+        "{}",
+        row.outcome()
+    );
+    assert!(!lab.replica("web").join("config").exists());
+    assert!(
+        StoreState::load(&lab.state, "store1")
+            .unwrap()
+            .hash("web", SyncFile::Config)
+            .is_none(),
+        "a refused push is not recorded"
+    );
+}
+
+/// node2's mounts for a lab config (store2 mounted at its mountpoint).
+fn lab_mounts_for(config: &Config) -> Vec<Mount> {
+    let mp = &config.store("store2").unwrap().mountpoint;
+    let line = format!(
+        "301 22 0:52 / {} rw,noatime - btrfs /dev/drbd1 rw\n",
+        mp.display()
+    );
+    crate::mountinfo::parse(&line).unwrap()
 }
