@@ -81,7 +81,7 @@ pub fn run(s: &Session, args: &Args) -> Result<ExitStatus> {
     .with_context(|| format!("failed to create container {}", args.name))?;
     drop(reserved);
     s.say(&format!("created {} in {}", args.name, dir.display()));
-    super::sync::sync_after_change(s, std::slice::from_ref(&args.name));
+    let _ = super::sync::sync_after_change(s, std::slice::from_ref(&args.name));
     if args.start {
         container::start(&store.lxcpath(), &args.name, super::secs(60))
             .with_context(|| format!("created {} but failed to start it", args.name))?;

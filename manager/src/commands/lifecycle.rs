@@ -173,6 +173,6 @@ pub fn destroy(s: &Session, args: &DestroyArgs) -> Result<ExitStatus> {
     drop(lock);
     // Removes the replica on the peer (a full push removes replicas of
     // containers that no longer exist here).
-    super::sync::sync_after_change(s, &[]);
+    let _ = super::sync::sync_after_change(s, &[]);
     Ok(ExitStatus::Done)
 }

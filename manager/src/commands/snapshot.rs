@@ -398,7 +398,7 @@ pub fn restore(s: &Session, args: &RestoreArgs) -> Result<ExitStatus> {
     let r = snapshot::restore(&t.dir(), &args.snapshot, Utc::now())
         .with_context(|| format!("failed to restore {} from {}", t.name, args.snapshot))?;
     // The config may have changed: refresh its replica on the peer.
-    super::sync::sync_after_change(s, std::slice::from_ref(&t.name));
+    let _ = super::sync::sync_after_change(s, std::slice::from_ref(&t.name));
     if s.json {
         print_json(&r)?;
     } else {

@@ -124,10 +124,11 @@ pub fn receive_main(config: Option<&Path>, node: Option<&str>) -> Result<ExitSta
 
 /// Refreshes the replicas of `names` after a command changed them. A
 /// failure is a warning, not a failure of that command: the container is
-/// fine here, only its replica on the peer is behind.
-pub fn sync_after_change(s: &Session, names: &[String]) {
+/// fine here, only its replica on the peer is behind. The warning is printed
+/// here and returned, for the caller's record.
+pub fn sync_after_change(s: &Session, names: &[String]) -> Result<(), String> {
     if s.config.peer_of(&s.node).is_none() {
-        return;
+        return Ok(());
     }
     let peer_name = s
         .config
@@ -159,18 +160,25 @@ pub fn sync_after_change(s: &Session, names: &[String]) {
                 for note in &report.notes {
                     s.say(note);
                 }
+                Ok(())
             } else {
-                eprintln!(
-                    "ctmgr: warning: {what} on {peer_name} {} not up to date: {}; see `ctmgr sync --check`",
+                let msg = format!(
+                    "{what} on {peer_name} {} not up to date: {}; see `ctmgr sync --check`",
                     if names.len() == 1 { "is" } else { "are" },
                     problems.join("; ")
                 );
+                eprintln!("ctmgr: warning: {msg}");
+                Err(msg)
             }
         }
-        Err(e) => eprintln!(
-            "ctmgr: warning: {what} on {peer_name} {} not synced: {e:#}; {hint}",
-            if names.len() == 1 { "was" } else { "were" }
-        ),
+        Err(e) => {
+            let msg = format!(
+                "{what} on {peer_name} {} not synced: {e:#}; {hint}",
+                if names.len() == 1 { "was" } else { "were" }
+            );
+            eprintln!("ctmgr: warning: {msg}");
+            Err(msg)
+        }
     }
 }
 

@@ -413,8 +413,10 @@ fn release_steps(
         .any(|st| st.store.name == store.name && st.held())
     {
         let t = Instant::now();
-        super::sync::sync_after_change(s, &[]);
-        tl.record("sync", t, "done", "replicas pushed to the peer");
+        match super::sync::sync_after_change(s, &[]) {
+            Ok(()) => tl.record("sync", t, "done", "replicas pushed to the peer"),
+            Err(why) => tl.record("sync", t, "warning", why),
+        }
     }
     let t = Instant::now();
     match takeover::observe_mount(store)? {
