@@ -52,12 +52,41 @@ pub struct Facts {
     pub force: bool,
 }
 
+/// What one check says; serialized as `ok`, `info`, `warn`, `refuse` (docs/json.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckVerdict {
+    Ok,
+    /// Said for the record (e.g. what the peer probe found); decides nothing.
+    Info,
+    /// A refusal overridden by `--force`.
+    Warn,
+    Refuse,
+}
+
+impl CheckVerdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckVerdict::Ok => "ok",
+            CheckVerdict::Info => "info",
+            CheckVerdict::Warn => "warn",
+            CheckVerdict::Refuse => "refuse",
+        }
+    }
+}
+
+impl std::fmt::Display for CheckVerdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `pad`: the table's `{:<6}` width applies.
+        f.pad(self.as_str())
+    }
+}
+
 /// One preflight check as shown to the operator.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Check {
     pub name: &'static str,
-    /// "ok", "info", "warn" (overridden by --force), "refuse"
-    pub verdict: &'static str,
+    pub verdict: CheckVerdict,
     pub message: String,
 }
 
@@ -74,7 +103,9 @@ pub struct Verdict {
 impl Verdict {
     /// The first refusing check, if any.
     pub fn refusal(&self) -> Option<&Check> {
-        self.checks.iter().find(|c| c.verdict == "refuse")
+        self.checks
+            .iter()
+            .find(|c| c.verdict == CheckVerdict::Refuse)
     }
     /// Does the decision need evidence about the peer? Whenever DRBD cannot
     /// see it — also when this node is already Primary: a Primary that lost
@@ -88,7 +119,7 @@ impl Verdict {
     }
 }
 
-fn check(name: &'static str, verdict: &'static str, message: String) -> Check {
+fn check(name: &'static str, verdict: CheckVerdict, message: String) -> Check {
     Check {
         name,
         verdict,
@@ -106,25 +137,25 @@ pub fn decide(f: &Facts) -> Verdict {
                 *forced = true;
                 checks.push(check(
                     name,
-                    "warn",
+                    CheckVerdict::Warn,
                     format!("{msg} — overridden by --force"),
                 ));
             } else {
-                checks.push(check(name, "refuse", msg));
+                checks.push(check(name, CheckVerdict::Refuse, msg));
             }
         };
 
     match &f.mount {
         MountFact::Other { source, fstype } => checks.push(check(
             "mountpoint",
-            "refuse",
+            CheckVerdict::Refuse,
             format!(
                 "{} is occupied by {source} ({fstype}), not store {}; unmount it or fix the store's mountpoint in cluster.toml",
                 f.mountpoint, f.store
             ),
         )),
-        MountFact::Store => checks.push(check("mountpoint", "ok", format!("store already mounted at {}", f.mountpoint))),
-        MountFact::Free => checks.push(check("mountpoint", "ok", format!("{} is free", f.mountpoint))),
+        MountFact::Store => checks.push(check("mountpoint", CheckVerdict::Ok, format!("store already mounted at {}", f.mountpoint))),
+        MountFact::Free => checks.push(check("mountpoint", CheckVerdict::Ok, format!("{} is free", f.mountpoint))),
     }
 
     let mut promote = false;
@@ -132,21 +163,21 @@ pub fn decide(f: &Facts) -> Verdict {
         match &f.drbd {
             None => checks.push(check(
                 "drbd-up",
-                "refuse",
+                CheckVerdict::Refuse,
                 format!("DRBD resource {res} is not up on this node; run `drbdadm up {res}` and check `drbdadm status {res}`"),
             )),
             Some(d) => {
                 let connected = d.connection.is_connected();
                 if d.role == Role::Primary {
-                    checks.push(check("drbd-role", "ok", format!("{res} is already Primary here")));
+                    checks.push(check("drbd-role", CheckVerdict::Ok, format!("{res} is already Primary here")));
                 } else {
                     promote = true;
-                    checks.push(check("drbd-role", "ok", format!("{res} is {} here; will promote", d.role)));
+                    checks.push(check("drbd-role", CheckVerdict::Ok, format!("{res} is {} here; will promote", d.role)));
                 }
                 if connected && d.peer_role == Role::Primary && d.role != Role::Primary {
                     checks.push(check(
                         "peer-primary",
-                        "refuse",
+                        CheckVerdict::Refuse,
                         format!(
                             "the peer is Primary for {res} and connected: it holds store {}. Run `ctmgr migrate {}` for a planned switchover, or `ctmgr release {}` on the peer first",
                             f.store, f.store, f.store
@@ -164,12 +195,12 @@ pub fn decide(f: &Facts) -> Verdict {
                         &mut forced,
                     );
                 } else {
-                    checks.push(check("local-disk", "ok", "UpToDate".to_string()));
+                    checks.push(check("local-disk", CheckVerdict::Ok, "UpToDate".to_string()));
                 }
                 if connected {
                     checks.push(check(
                         "peer",
-                        "ok",
+                        CheckVerdict::Ok,
                         format!("connected; peer is {} with disk {}", d.peer_role, d.peer_disk),
                     ));
                 } else {
@@ -209,7 +240,11 @@ fn peer_evidence(
         );
         return;
     };
-    checks.push(check("peer-probe", "info", ev.liveness.describe()));
+    checks.push(check(
+        "peer-probe",
+        CheckVerdict::Info,
+        ev.liveness.describe(),
+    ));
     if ev.liveness.alive() {
         let Some(report) = &ev.peer else {
             refuse_or_force(
@@ -227,7 +262,7 @@ fn peer_evidence(
         match judge(report, false) {
             PeerVerdict::Safe => checks.push(check(
                 "peer-secondary",
-                "ok",
+                CheckVerdict::Ok,
                 format!(
                     "{} answers: Secondary for {res}, store {} not mounted, nothing of it running",
                     report.node, f.store
@@ -265,7 +300,7 @@ fn peer_evidence(
     match ev.liveness.gateway {
         Some(true) => checks.push(check(
             "peer-down",
-            "ok",
+            CheckVerdict::Ok,
             "the peer is silent on every path (TCP and ICMP) while this node reaches its gateway: the peer is down".to_string(),
         )),
         Some(false) => refuse_or_force(
