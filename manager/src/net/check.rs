@@ -764,6 +764,7 @@ mod tests {
     use crate::net::tests::example;
     use crate::runner::RecordingRunner;
     use std::net::TcpListener;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Instant;
 
     // Real outputs, captured 2026-12-02 on Debian 12.11 (iproute2-6.1.0) in a
@@ -1124,17 +1125,30 @@ mod tests {
             "address = \"10.0.254.2\"\nlan_address = \"10.1.0.6\"",
         );
         let c = Config::parse(&text, std::path::Path::new("test.toml")).unwrap();
-        let t = Duration::from_millis(300);
-        let slow_dead = |_: SocketAddr, t: Duration| {
-            std::thread::sleep(t);
+        // Parallel means both probes are in flight at once: each waits (bounded) for
+        // the other to start. Sequential probes would each see only themselves.
+        let in_flight = AtomicUsize::new(0);
+        let most = AtomicUsize::new(0);
+        let waits_for_the_other = |_: SocketAddr, _: Duration| {
+            let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            most.fetch_max(now, Ordering::SeqCst);
+            let give_up = Instant::now() + Duration::from_secs(20);
+            while most.load(Ordering::SeqCst) < 2 && Instant::now() < give_up {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            in_flight.fetch_sub(1, Ordering::SeqCst);
             false
         };
-        let start = Instant::now();
-        let f = reach_findings(&c, node1(&c), &slow_dead, t);
-        assert!(
-            start.elapsed() < Duration::from_millis(550),
-            "{:?}",
-            start.elapsed()
+        let f = reach_findings(
+            &c,
+            node1(&c),
+            &waits_for_the_other,
+            Duration::from_millis(300),
+        );
+        assert_eq!(
+            most.load(Ordering::SeqCst),
+            2,
+            "the probes ran one after the other"
         );
         assert_eq!(f.len(), 2);
         assert_eq!(f[1].check, "peer-reach:lan");
