@@ -6,6 +6,7 @@
 //! or /etc: see DESIGN.md §8.
 #![forbid(unsafe_code)]
 
+pub mod helpers;
 pub mod invariants;
 pub mod lab;
 pub mod procfs;

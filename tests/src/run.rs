@@ -41,6 +41,14 @@ pub struct Output {
 }
 
 impl Output {
+    /// stdout as one JSON document (`--json` output); panics, showing the whole output,
+    /// when it is not one.
+    #[track_caller]
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}): {self}"))
+    }
+
     /// Exited with 0 within the deadline.
     pub fn success(&self) -> bool {
         self.status.success() && !self.timed_out

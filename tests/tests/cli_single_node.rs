@@ -3,21 +3,15 @@
 //! These need root and the workspace binaries (`cargo build --workspace --bins`).
 #![forbid(unsafe_code)]
 
+use ctmgr_tests::helpers::listed;
 use ctmgr_tests::lab::{Bins, Lab, LabSpec, Node};
 use ctmgr_tests::Output;
-use serde_json::Value;
 
 const LXCPATH: &str = "/srv/store1/containers";
 
 fn up() -> Lab {
     let bins = Bins::from_env().expect("the lab needs the workspace binaries");
     Lab::up(LabSpec::new(1), &bins).expect("sandbox up")
-}
-
-#[track_caller]
-fn json(out: &Output) -> Value {
-    serde_json::from_str(&out.stdout)
-        .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}): {out}"))
 }
 
 /// `find DIR -maxdepth 2`, sorted: what a refused or bad command must leave unchanged.
@@ -35,21 +29,6 @@ fn conf_value<'a>(config: &'a str, key: &str) -> Option<&'a str> {
         let (k, v) = l.split_once('=')?;
         (k.trim() == key).then(|| v.trim())
     })
-}
-
-/// The entry of `name` in `ctmgr --json list`.
-#[track_caller]
-fn listed(n: &Node, name: &str) -> Value {
-    let out = n.ctmgr(&["--json", "list"]);
-    out.assert_success();
-    let doc = json(&out);
-    doc["containers"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no containers array: {out}"))
-        .iter()
-        .find(|c| c["name"] == name)
-        .cloned()
-        .unwrap_or_else(|| panic!("{name} not listed: {out}"))
 }
 
 /// Runs a ctmgr command that must fail with `code` and say `needle` on stderr.
@@ -129,7 +108,7 @@ fn create_list_start_stop_destroy() {
     assert!(web["pid"].is_null(), "{web}");
     let status = n.ctmgr(&["--json", "status"]);
     status.assert_success();
-    let st = json(&status);
+    let st = status.json();
     assert_eq!(st["stores"][0]["name"], "store1", "{status}");
     assert_eq!(st["stores"][0]["held"], true, "{status}");
     assert_eq!(st["stores"][0]["lxcpath"], LXCPATH, "{status}");
@@ -315,7 +294,7 @@ fn bad_input_is_refused_and_changes_nothing() {
     refuses(n, &["start", "web"], 2, "web");
     let status = n.ctmgr(&["--json", "status"]);
     status.assert_success();
-    let st = json(&status);
+    let st = status.json();
     assert_eq!(st["stores"][0]["held"], false, "{status}");
     assert!(
         st["stores"][0]["holding"]

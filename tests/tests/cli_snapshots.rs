@@ -3,8 +3,8 @@
 //! binaries (`cargo build --workspace --bins`).
 #![forbid(unsafe_code)]
 
+use ctmgr_tests::helpers::listed;
 use ctmgr_tests::lab::{Bins, Lab, LabSpec, Node};
-use ctmgr_tests::Output;
 use serde_json::Value;
 
 const LXCPATH: &str = "/srv/store1/containers";
@@ -16,12 +16,6 @@ fn up() -> Lab {
     Lab::up(LabSpec::new(1), &bins).expect("sandbox up")
 }
 
-#[track_caller]
-fn json(out: &Output) -> Value {
-    serde_json::from_str(&out.stdout)
-        .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}): {out}"))
-}
-
 /// `ls -A DIR`, sorted.
 fn ls(n: &Node, dir: &str) -> Vec<String> {
     let out = n.cmd(&["ls", "-A", dir]);
@@ -31,17 +25,6 @@ fn ls(n: &Node, dir: &str) -> Vec<String> {
     v
 }
 
-/// The entry of `name` in `ctmgr --json list`.
-#[track_caller]
-fn listed(n: &Node, name: &str) -> Value {
-    let out = n.ctmgr(&["--json", "list"]);
-    out.assert_success();
-    json(&out)["containers"]
-        .as_array()
-        .and_then(|a| a.iter().find(|c| c["name"] == name).cloned())
-        .unwrap_or_else(|| panic!("{name} not listed: {out}"))
-}
-
 /// `ctmgr --json snapshots ARGS`: the snapshots array.
 #[track_caller]
 fn snapshots(n: &Node, args: &[&str]) -> Vec<Value> {
@@ -49,7 +32,7 @@ fn snapshots(n: &Node, args: &[&str]) -> Vec<Value> {
     argv.extend_from_slice(args);
     let out = n.ctmgr(&argv);
     out.assert_success();
-    json(&out)["snapshots"]
+    out.json()["snapshots"]
         .as_array()
         .cloned()
         .unwrap_or_else(|| panic!("no snapshots array: {out}"))
@@ -293,7 +276,7 @@ fn prune_policy_damage_and_leftovers() {
 
     let out = n.ctmgr(&[k2[0], k2[1], "--json", "prune", "--dry-run", "web"]);
     out.assert_success();
-    let plan = json(&out);
+    let plan = out.json();
     assert_eq!(plan["dry_run"], true, "{out}");
     let decisions = plan["decisions"].as_array().cloned().unwrap_or_default();
     assert_eq!(decisions.len(), 4, "{out}");
@@ -501,7 +484,7 @@ fn prune_keeps_the_newest_of_snapshots_taken_in_one_second() {
         "web",
     ]);
     out.assert_success();
-    let plan = json(&out);
+    let plan = out.json();
     let kept: Vec<&str> = plan["decisions"]
         .as_array()
         .map(|a| {

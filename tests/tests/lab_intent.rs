@@ -35,10 +35,6 @@ fn running(node: &Node) -> Vec<String> {
     v
 }
 
-fn json(out: &Output) -> serde_json::Value {
-    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
-}
-
 /// The `containers` entry of `name` in a takeover/release `--json` report.
 #[track_caller]
 fn entry<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
@@ -108,7 +104,7 @@ fn lab_intent_stopped_on_purpose_stays_stopped_after_failover() {
     let out = n2.ctmgr(&["--json", "takeover", "store1"]);
     out.assert_success();
     assert_never_double(&lab);
-    let report = json(&out);
+    let report = out.json();
     assert_eq!(running(n2), ["db", "web"], "{out}");
     assert_eq!(entry(&report, "old")["outcome"], "not-started", "{report}");
     assert_eq!(entry(&report, "old")["intent"], "stopped", "{report}");
@@ -170,7 +166,7 @@ fn lab_intent_release_stops_in_reverse_start_order_and_reports_kills() {
     let out = n1.ctmgr(&["--json", "release", "store1", "--timeout", "600"]);
     out.assert_success();
     assert_never_double(&lab);
-    let report = json(&out);
+    let report = out.json();
     for name in ["first", "mid", "mid2", "last"] {
         let c = entry(&report, name);
         assert_eq!(c["outcome"], "killed", "{name}: {report}");
